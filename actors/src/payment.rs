@@ -1,0 +1,683 @@
+//! The payment order's state machine: plain data and plain functions, no I/O, no clock.
+//!
+//! A command is *decided* against the current state into events (or refused);
+//! events are *applied* to produce the next state. The journal stores events,
+//! so replaying them through [`apply`] rebuilds any order exactly. Time comes
+//! in with each event (`at_ms`), never from the OS, so tests and replays are
+//! deterministic.
+//!
+//! ```text
+//!                 ┌──────────── Failed (declined, never charged)
+//!  Processing ────┼──────────── Succeeded ── refunds (amount_refunded ≤ amount_captured)
+//!      │          └── Authorized ─┬─ capture ─▶ Succeeded
+//!      ▼                          └─ cancel ──▶ Canceled
+//!  RequiresAction (3-D Secure; reached by a later channel issue)
+//! ```
+//!
+//! Operations that call a channel are journaled as an intent first
+//! (`CaptureRequested`, `CancelRequested`, `RefundRequested`) and as an outcome
+//! after; an intent without an outcome is re-driven with the same idempotency
+//! key after a crash, so it is never lost and never done twice.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::money::{Currency, Money};
+
+/// Refunds one payment may have; a bound like every other.
+pub const REFUNDS_PER_PAYMENT_MAX: usize = 100;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentStatus {
+    Processing,
+    RequiresAction,
+    Authorized,
+    Succeeded,
+    Failed,
+    Canceled,
+}
+
+impl PaymentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentStatus::Processing => "processing",
+            PaymentStatus::RequiresAction => "requires_action",
+            PaymentStatus::Authorized => "authorized",
+            PaymentStatus::Succeeded => "succeeded",
+            PaymentStatus::Failed => "failed",
+            PaymentStatus::Canceled => "canceled",
+        }
+    }
+
+    /// No transition leaves a terminal status (refunds change amounts, not status).
+    pub fn is_terminal(self) -> bool {
+        match self {
+            PaymentStatus::Succeeded | PaymentStatus::Failed | PaymentStatus::Canceled => true,
+            PaymentStatus::Processing | PaymentStatus::RequiresAction | PaymentStatus::Authorized => {
+                false
+            }
+        }
+    }
+
+    /// The edges of the lifecycle; anything else is a skipped or illegal state.
+    pub fn can_become(self, next: PaymentStatus) -> bool {
+        use PaymentStatus::*;
+        match self {
+            Processing => matches!(next, RequiresAction | Authorized | Succeeded | Failed),
+            RequiresAction => matches!(next, Processing | Authorized | Succeeded | Failed | Canceled),
+            Authorized => matches!(next, Succeeded | Canceled),
+            Succeeded | Failed | Canceled => false,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefundStatus {
+    Pending,
+    Succeeded,
+    Failed,
+}
+
+impl RefundStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefundStatus::Pending => "pending",
+            RefundStatus::Succeeded => "succeeded",
+            RefundStatus::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CaptureMode {
+    Automatic,
+    Manual,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    Card,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Card => "card",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefundReason {
+    Duplicate,
+    Fraudulent,
+    RequestedByCustomer,
+}
+
+/// What Kassa keeps of a card: never the full number, never the CVC.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CardSummary {
+    pub brand: String,
+    pub bin: String,
+    pub last4: String,
+    pub exp_month: u8,
+    pub exp_year: u16,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    pub code: String,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Failure {
+        Failure { code: code.into(), message: message.into() }
+    }
+}
+
+/// A validated request to create a payment (no card secrets: those travel beside it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewPayment {
+    pub id: String,
+    pub merchant_id: String,
+    pub merchant_order_id: String,
+    pub amount: Money,
+    pub method: Method,
+    pub capture: CaptureMode,
+    pub card: CardSummary,
+    pub description: Option<String>,
+    pub metadata: BTreeMap<String, String>,
+    /// Hash of the request that created it: the same id asked for by a different request is refused.
+    pub fingerprint: String,
+}
+
+/// A validated refund request; `amount: None` means whatever is still refundable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewRefund {
+    pub id: String,
+    pub amount: Option<Money>,
+    pub reason: Option<RefundReason>,
+    pub metadata: BTreeMap<String, String>,
+    pub fingerprint: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refund {
+    pub id: String,
+    pub amount: Money,
+    pub status: RefundStatus,
+    pub reason: Option<RefundReason>,
+    pub failure: Option<Failure>,
+    pub metadata: BTreeMap<String, String>,
+    pub fingerprint: String,
+    pub provider_ref: Option<String>,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+/// A channel operation whose intent is journaled and whose outcome is not yet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "op")]
+pub enum PendingOp {
+    Capture { amount: Money },
+    Cancel,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Payment {
+    pub id: String,
+    pub merchant_id: String,
+    pub merchant_order_id: String,
+    pub amount: Money,
+    pub method: Method,
+    pub capture: CaptureMode,
+    pub card: CardSummary,
+    pub description: Option<String>,
+    pub metadata: BTreeMap<String, String>,
+    pub fingerprint: String,
+    pub status: PaymentStatus,
+    pub amount_authorized: Money,
+    pub amount_captured: Money,
+    /// Sum of succeeded refunds.
+    pub amount_refunded: Money,
+    pub provider_ref: Option<String>,
+    pub failure: Option<Failure>,
+    pub pending: Option<PendingOp>,
+    pub refunds: Vec<Refund>,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+    /// Seq of the last journal entry applied.
+    pub seq: u64,
+}
+
+impl Payment {
+    pub fn currency(&self) -> Currency {
+        self.amount.currency()
+    }
+
+    /// Sum of refunds still waiting for the channel.
+    pub fn amount_refund_pending(&self) -> Money {
+        self.refunds
+            .iter()
+            .filter(|r| r.status == RefundStatus::Pending)
+            .fold(Money::zero(self.currency()), |sum, r| {
+                sum.checked_add(&r.amount).unwrap_or(sum)
+            })
+    }
+
+    /// What a new refund may still take: captured − refunded − pending.
+    pub fn refundable(&self) -> Money {
+        self.amount_captured
+            .checked_sub(&self.amount_refunded)
+            .and_then(|m| m.checked_sub(&self.amount_refund_pending()))
+            .unwrap_or_else(|_| Money::zero(self.currency()))
+    }
+
+    pub fn refund(&self, id: &str) -> Option<&Refund> {
+        self.refunds.iter().find(|r| r.id == id)
+    }
+
+    /// Work whose outcome is owed by a channel: the charge itself, a capture or cancel, refunds.
+    pub fn awaits_channel(&self) -> bool {
+        self.status == PaymentStatus::Processing
+            || self.pending.is_some()
+            || self.refunds.iter().any(|r| r.status == RefundStatus::Pending)
+    }
+}
+
+/// What a channel said about a charge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChargeOutcome {
+    Succeeded { provider_ref: String },
+    Authorized { provider_ref: String },
+    Declined(Failure),
+    /// The channel confirms it never took the charge (and never will: the key is blocked).
+    NeverCharged,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    Create(NewPayment),
+    ChargeOutcome(ChargeOutcome),
+    Capture { amount: Option<Money> },
+    CaptureOutcome(Result<String, Failure>),
+    Cancel,
+    CancelOutcome(Result<(), Failure>),
+    Refund(NewRefund),
+    RefundOutcome { refund_id: String, result: Result<String, Failure> },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum Event {
+    Created { payment: Box<NewPayment> },
+    Authorized { provider_ref: String },
+    Captured { amount: Money, provider_ref: String },
+    Failed { failure: Failure },
+    CaptureRequested { amount: Money },
+    CaptureFailed { failure: Failure },
+    CancelRequested,
+    Canceled,
+    CancelFailed { failure: Failure },
+    RefundRequested {
+        id: String,
+        amount: Money,
+        reason: Option<RefundReason>,
+        metadata: BTreeMap<String, String>,
+        fingerprint: String,
+    },
+    RefundSucceeded { refund_id: String, provider_ref: String },
+    RefundFailed { refund_id: String, failure: Failure },
+}
+
+impl Event {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::Created { .. } => "created",
+            Event::Authorized { .. } => "authorized",
+            Event::Captured { .. } => "captured",
+            Event::Failed { .. } => "failed",
+            Event::CaptureRequested { .. } => "capture_requested",
+            Event::CaptureFailed { .. } => "capture_failed",
+            Event::CancelRequested => "cancel_requested",
+            Event::Canceled => "canceled",
+            Event::CancelFailed { .. } => "cancel_failed",
+            Event::RefundRequested { .. } => "refund_requested",
+            Event::RefundSucceeded { .. } => "refund_succeeded",
+            Event::RefundFailed { .. } => "refund_failed",
+        }
+    }
+}
+
+/// Why a command was refused. Nothing was written.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("no such payment")]
+    NotFound,
+    #[error("the payment already exists")]
+    Exists { same_request: bool },
+    #[error("the refund already exists")]
+    RefundExists { same_request: bool },
+    #[error("cannot {action} a payment whose status is {}", status.as_str())]
+    UnexpectedState { status: PaymentStatus, action: &'static str },
+    #[error("a {action} of this payment is already in progress")]
+    InProgress { action: &'static str },
+    #[error("capture amount exceeds the authorised amount of {authorized}")]
+    CaptureExceedsAuthorized { authorized: Money },
+    #[error("refund amount exceeds what is still refundable ({refundable})")]
+    RefundExceedsCaptured { refundable: Money },
+    #[error("currency does not match the payment's currency {expected}")]
+    CurrencyMismatch { expected: Currency },
+    #[error("a payment may have at most {REFUNDS_PER_PAYMENT_MAX} refunds")]
+    TooManyRefunds,
+}
+
+/// A journal that cannot be replayed: an event that does not fit the state it follows.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("journal does not replay: {0}")]
+pub struct Corrupt(pub String);
+
+/// Decides a command against the current state. An empty list means "nothing to do":
+/// a duplicate or late outcome of something already recorded.
+pub fn decide(state: Option<&Payment>, command: &Command) -> Result<Vec<Event>, Rejection> {
+    let Some(p) = state else {
+        return match command {
+            Command::Create(new) => Ok(vec![Event::Created { payment: Box::new(new.clone()) }]),
+            _ => Err(Rejection::NotFound),
+        };
+    };
+    match command {
+        Command::Create(new) => Err(Rejection::Exists {
+            same_request: new.fingerprint == p.fingerprint && new.merchant_id == p.merchant_id,
+        }),
+        Command::ChargeOutcome(outcome) => Ok(decide_charge_outcome(p, outcome)),
+        Command::Capture { amount } => decide_capture(p, *amount),
+        Command::CaptureOutcome(result) => Ok(match (&p.pending, result) {
+            (Some(PendingOp::Capture { amount }), Ok(provider_ref)) => {
+                vec![Event::Captured { amount: *amount, provider_ref: provider_ref.clone() }]
+            }
+            (Some(PendingOp::Capture { .. }), Err(failure)) => {
+                vec![Event::CaptureFailed { failure: failure.clone() }]
+            }
+            (Some(PendingOp::Cancel) | None, _) => vec![],
+        }),
+        Command::Cancel => decide_cancel(p),
+        Command::CancelOutcome(result) => Ok(match (&p.pending, result) {
+            (Some(PendingOp::Cancel), Ok(())) => vec![Event::Canceled],
+            (Some(PendingOp::Cancel), Err(failure)) => {
+                vec![Event::CancelFailed { failure: failure.clone() }]
+            }
+            (Some(PendingOp::Capture { .. }) | None, _) => vec![],
+        }),
+        Command::Refund(new) => decide_refund(p, new),
+        Command::RefundOutcome { refund_id, result } => {
+            Ok(match (p.refund(refund_id).map(|r| r.status), result) {
+                (Some(RefundStatus::Pending), Ok(provider_ref)) => vec![Event::RefundSucceeded {
+                    refund_id: refund_id.clone(),
+                    provider_ref: provider_ref.clone(),
+                }],
+                (Some(RefundStatus::Pending), Err(failure)) => vec![Event::RefundFailed {
+                    refund_id: refund_id.clone(),
+                    failure: failure.clone(),
+                }],
+                (Some(RefundStatus::Succeeded | RefundStatus::Failed) | None, _) => vec![],
+            })
+        }
+    }
+}
+
+fn decide_charge_outcome(p: &Payment, outcome: &ChargeOutcome) -> Vec<Event> {
+    match p.status {
+        PaymentStatus::Processing | PaymentStatus::RequiresAction => {}
+        PaymentStatus::Authorized
+        | PaymentStatus::Succeeded
+        | PaymentStatus::Failed
+        | PaymentStatus::Canceled => return vec![],
+    }
+    match outcome {
+        ChargeOutcome::Succeeded { provider_ref } => {
+            vec![Event::Captured { amount: p.amount, provider_ref: provider_ref.clone() }]
+        }
+        ChargeOutcome::Authorized { provider_ref } => {
+            vec![Event::Authorized { provider_ref: provider_ref.clone() }]
+        }
+        ChargeOutcome::Declined(failure) => vec![Event::Failed { failure: failure.clone() }],
+        ChargeOutcome::NeverCharged => vec![Event::Failed {
+            failure: Failure::new(
+                "processing_error",
+                "the charge did not reach the payment channel; the card was not charged",
+            ),
+        }],
+    }
+}
+
+fn expect_currency(p: &Payment, amount: &Money) -> Result<(), Rejection> {
+    if amount.currency() != p.currency() {
+        return Err(Rejection::CurrencyMismatch { expected: p.currency() });
+    }
+    Ok(())
+}
+
+fn decide_capture(p: &Payment, amount: Option<Money>) -> Result<Vec<Event>, Rejection> {
+    if p.status != PaymentStatus::Authorized {
+        return Err(Rejection::UnexpectedState { status: p.status, action: "capture" });
+    }
+    if let Some(op) = &p.pending {
+        return Err(Rejection::InProgress { action: pending_name(op) });
+    }
+    let amount = amount.unwrap_or(p.amount_authorized);
+    expect_currency(p, &amount)?;
+    if amount.checked_cmp(&p.amount_authorized) == Ok(std::cmp::Ordering::Greater) {
+        return Err(Rejection::CaptureExceedsAuthorized { authorized: p.amount_authorized });
+    }
+    Ok(vec![Event::CaptureRequested { amount }])
+}
+
+fn pending_name(op: &PendingOp) -> &'static str {
+    match op {
+        PendingOp::Capture { .. } => "capture",
+        PendingOp::Cancel => "cancel",
+    }
+}
+
+fn decide_cancel(p: &Payment) -> Result<Vec<Event>, Rejection> {
+    match p.status {
+        PaymentStatus::Authorized => match &p.pending {
+            Some(op) => Err(Rejection::InProgress { action: pending_name(op) }),
+            None => Ok(vec![Event::CancelRequested]),
+        },
+        // No money is held by the channel yet: nothing to void.
+        PaymentStatus::RequiresAction => Ok(vec![Event::Canceled]),
+        PaymentStatus::Processing
+        | PaymentStatus::Succeeded
+        | PaymentStatus::Failed
+        | PaymentStatus::Canceled => {
+            Err(Rejection::UnexpectedState { status: p.status, action: "cancel" })
+        }
+    }
+}
+
+fn decide_refund(p: &Payment, new: &NewRefund) -> Result<Vec<Event>, Rejection> {
+    if let Some(existing) = p.refund(&new.id) {
+        return Err(Rejection::RefundExists { same_request: existing.fingerprint == new.fingerprint });
+    }
+    if p.status != PaymentStatus::Succeeded {
+        return Err(Rejection::UnexpectedState { status: p.status, action: "refund" });
+    }
+    if p.refunds.len() >= REFUNDS_PER_PAYMENT_MAX {
+        return Err(Rejection::TooManyRefunds);
+    }
+    let refundable = p.refundable();
+    let amount = new.amount.unwrap_or(refundable);
+    expect_currency(p, &amount)?;
+    if refundable.is_zero()
+        || amount.checked_cmp(&refundable) == Ok(std::cmp::Ordering::Greater)
+    {
+        return Err(Rejection::RefundExceedsCaptured { refundable });
+    }
+    Ok(vec![Event::RefundRequested {
+        id: new.id.clone(),
+        amount,
+        reason: new.reason,
+        metadata: new.metadata.clone(),
+        fingerprint: new.fingerprint.clone(),
+    }])
+}
+
+/// Applies one journaled event. Checks what must hold before, and the invariants after.
+pub fn apply(state: Option<Payment>, event: &Event, seq: u64, at_ms: i64) -> Result<Payment, Corrupt> {
+    let mut p = match (state, event) {
+        (None, Event::Created { payment }) => created(payment, at_ms),
+        (None, other) => return Err(Corrupt(format!("{} before created", other.kind()))),
+        (Some(_), Event::Created { .. }) => return Err(Corrupt("created twice".into())),
+        (Some(mut p), event) => {
+            apply_to(&mut p, event, at_ms)?;
+            p
+        }
+    };
+    if seq != p.seq + 1 && !(seq == 1 && p.seq == 0) {
+        return Err(Corrupt(format!("seq {seq} follows {}", p.seq)));
+    }
+    p.seq = seq;
+    p.updated_ms = at_ms.max(p.updated_ms);
+    check_invariants(&p).map_err(Corrupt)?;
+    Ok(p)
+}
+
+fn created(new: &NewPayment, at_ms: i64) -> Payment {
+    let zero = Money::zero(new.amount.currency());
+    Payment {
+        id: new.id.clone(),
+        merchant_id: new.merchant_id.clone(),
+        merchant_order_id: new.merchant_order_id.clone(),
+        amount: new.amount,
+        method: new.method,
+        capture: new.capture,
+        card: new.card.clone(),
+        description: new.description.clone(),
+        metadata: new.metadata.clone(),
+        fingerprint: new.fingerprint.clone(),
+        status: PaymentStatus::Processing,
+        amount_authorized: zero,
+        amount_captured: zero,
+        amount_refunded: zero,
+        provider_ref: None,
+        failure: None,
+        pending: None,
+        refunds: Vec::new(),
+        created_ms: at_ms,
+        updated_ms: at_ms,
+        seq: 0,
+    }
+}
+
+fn become_status(p: &mut Payment, next: PaymentStatus) -> Result<(), Corrupt> {
+    if !p.status.can_become(next) {
+        return Err(Corrupt(format!("{} cannot become {}", p.status.as_str(), next.as_str())));
+    }
+    p.status = next;
+    Ok(())
+}
+
+fn money(result: Result<Money, crate::money::MoneyError>) -> Result<Money, Corrupt> {
+    result.map_err(|e| Corrupt(e.to_string()))
+}
+
+fn apply_to(p: &mut Payment, event: &Event, at_ms: i64) -> Result<(), Corrupt> {
+    match event {
+        Event::Created { .. } => return Err(Corrupt("created twice".into())),
+        Event::Authorized { provider_ref } => {
+            become_status(p, PaymentStatus::Authorized)?;
+            p.amount_authorized = p.amount;
+            p.provider_ref = Some(provider_ref.clone());
+        }
+        Event::Captured { amount, provider_ref } => {
+            match (p.status, &p.pending) {
+                (PaymentStatus::Authorized, Some(PendingOp::Capture { amount: asked })) if asked == amount => {}
+                (PaymentStatus::Processing | PaymentStatus::RequiresAction, None) => {
+                    p.amount_authorized = p.amount;
+                }
+                _ => return Err(Corrupt("captured without a charge or capture in flight".into())),
+            }
+            become_status(p, PaymentStatus::Succeeded)?;
+            p.pending = None;
+            p.amount_captured = *amount;
+            p.provider_ref = Some(provider_ref.clone());
+        }
+        Event::Failed { failure } => {
+            become_status(p, PaymentStatus::Failed)?;
+            p.failure = Some(failure.clone());
+        }
+        Event::CaptureRequested { amount } => {
+            if p.status != PaymentStatus::Authorized || p.pending.is_some() {
+                return Err(Corrupt("capture requested outside authorized".into()));
+            }
+            p.pending = Some(PendingOp::Capture { amount: *amount });
+        }
+        Event::CaptureFailed { failure } | Event::CancelFailed { failure } => {
+            if p.pending.take().is_none() {
+                return Err(Corrupt("operation failed without being requested".into()));
+            }
+            p.failure = Some(failure.clone());
+        }
+        Event::CancelRequested => {
+            if p.status != PaymentStatus::Authorized || p.pending.is_some() {
+                return Err(Corrupt("cancel requested outside authorized".into()));
+            }
+            p.pending = Some(PendingOp::Cancel);
+        }
+        Event::Canceled => {
+            become_status(p, PaymentStatus::Canceled)?;
+            p.pending = None;
+        }
+        Event::RefundRequested { id, amount, reason, metadata, fingerprint } => {
+            if p.status != PaymentStatus::Succeeded || exceeds(amount, &p.refundable())? {
+                return Err(Corrupt(format!("refund {id} exceeds what is refundable")));
+            }
+            p.refunds.push(Refund {
+                id: id.clone(),
+                amount: *amount,
+                status: RefundStatus::Pending,
+                reason: *reason,
+                failure: None,
+                metadata: metadata.clone(),
+                fingerprint: fingerprint.clone(),
+                provider_ref: None,
+                created_ms: at_ms,
+                updated_ms: at_ms,
+            });
+        }
+        Event::RefundSucceeded { refund_id, provider_ref } => {
+            let refund = pending_refund(p, refund_id)?;
+            refund.status = RefundStatus::Succeeded;
+            refund.provider_ref = Some(provider_ref.clone());
+            refund.updated_ms = at_ms;
+            let amount = refund.amount;
+            p.amount_refunded = money(p.amount_refunded.checked_add(&amount))?;
+        }
+        Event::RefundFailed { refund_id, failure } => {
+            let refund = pending_refund(p, refund_id)?;
+            refund.status = RefundStatus::Failed;
+            refund.failure = Some(failure.clone());
+            refund.updated_ms = at_ms;
+        }
+    }
+    Ok(())
+}
+
+fn pending_refund<'a>(p: &'a mut Payment, refund_id: &str) -> Result<&'a mut Refund, Corrupt> {
+    p.refunds
+        .iter_mut()
+        .find(|r| r.id == refund_id && r.status == RefundStatus::Pending)
+        .ok_or_else(|| Corrupt(format!("outcome for refund {refund_id} that is not pending")))
+}
+
+fn exceeds(a: &Money, b: &Money) -> Result<bool, Corrupt> {
+    a.checked_cmp(b).map(|o| o == std::cmp::Ordering::Greater).map_err(|e| Corrupt(e.to_string()))
+}
+
+/// What must hold after every event.
+pub fn check_invariants(p: &Payment) -> Result<(), String> {
+    let exceeds = |a: &Money, b: &Money| exceeds(a, b).map_err(|c| c.0);
+    if exceeds(&p.amount_authorized, &p.amount)? {
+        return Err("authorized exceeds amount".into());
+    }
+    if exceeds(&p.amount_captured, &p.amount_authorized)? {
+        return Err("captured exceeds authorized".into());
+    }
+    let refunded_and_pending = p
+        .amount_refunded
+        .checked_add(&p.amount_refund_pending())
+        .map_err(|e| e.to_string())?;
+    if exceeds(&refunded_and_pending, &p.amount_captured)? {
+        return Err("refunded exceeds captured".into());
+    }
+    let captured = !p.amount_captured.is_zero();
+    match p.status {
+        PaymentStatus::Succeeded if !captured => Err("succeeded without a capture".into()),
+        PaymentStatus::Succeeded => Ok(()),
+        PaymentStatus::Processing
+        | PaymentStatus::RequiresAction
+        | PaymentStatus::Authorized
+        | PaymentStatus::Failed
+        | PaymentStatus::Canceled => {
+            if captured {
+                Err(format!("{} with money captured", p.status.as_str()))
+            } else if !p.refunds.is_empty() {
+                Err("refunds on a payment that did not succeed".into())
+            } else {
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

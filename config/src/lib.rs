@@ -1,0 +1,303 @@
+//! Kassa's typed settings.
+//!
+//! One TOML file (`kassa serve --config PATH`) plus `KASSA_*` environment
+//! overrides; with neither, the defaults run the embedded mode (SQLite under
+//! `./data`, the in-process sandbox channel, HTTP on 127.0.0.1:8080).
+//!
+//! # Layout
+//! - `lib.rs`       — the [`Settings`] tree; every bound carries its unit in its name.
+//! - `overrides.rs` — `KASSA_SECTION_KEY=value` environment overrides.
+//! - `validate.rs`  — checks that name the offending key.
+//!
+//! Every key can be overridden from the environment: the variable is `KASSA_`
+//! followed by the key's path in upper case, joined by `_`
+//! (`http.addr` → `KASSA_HTTP_ADDR`, `channels.card.request_timeout_ms` →
+//! `KASSA_CHANNELS_CARD_REQUEST_TIMEOUT_MS`). `KASSA_DATA_DIR` is a short alias
+//! of `KASSA_STORE_DATA_DIR`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+mod overrides;
+mod validate;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {reason}")]
+    Read { path: PathBuf, reason: String },
+    #[error("config file {path}: {reason}")]
+    Parse { path: String, reason: String },
+    #[error("config key `{key}` (from {source_name}): {reason}")]
+    Invalid { key: String, source_name: String, reason: String },
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub http: HttpSettings,
+    pub store: StoreSettings,
+    pub admin: AdminSettings,
+    pub payments: PaymentSettings,
+    pub idempotency: IdempotencySettings,
+    pub orders: OrderSettings,
+    pub sandbox: SandboxSettings,
+    pub channels: ChannelSettings,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    pub addr: String,
+    pub body_limit_bytes: usize,
+    pub header_read_timeout_ms: u64,
+    /// Whole-request deadline, from headers read to response ready.
+    pub request_timeout_ms: u64,
+    pub connections_max: usize,
+    /// How far a request's `Kassa-Timestamp` may be from the server's clock.
+    pub signature_window_s: i64,
+    /// How long a graceful shutdown waits for in-flight requests.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            addr: "127.0.0.1:8080".into(),
+            body_limit_bytes: 64 * 1024,
+            header_read_timeout_ms: 5_000,
+            request_timeout_ms: 60_000,
+            connections_max: 20_000,
+            signature_window_s: 300,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSettings {
+    pub data_dir: PathBuf,
+    /// Most writes that share one transaction (group commit).
+    pub group_commit_batch_max: usize,
+    /// Writes waiting for the writer before new ones are refused (503).
+    pub write_queue_max: usize,
+    pub readers: usize,
+    pub busy_timeout_ms: u64,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./data"),
+            group_commit_batch_max: 512,
+            write_queue_max: 65_536,
+            readers: 4,
+            busy_timeout_ms: 5_000,
+        }
+    }
+}
+
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSettings {
+    /// Bearer token for `/admin`. Empty disables the admin API; Kassa refuses
+    /// to start on a non-loopback address without one.
+    pub token: String,
+}
+
+impl std::fmt::Debug for AdminSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = if self.token.is_empty() { "<unset>" } else { "***" };
+        f.debug_struct("AdminSettings").field("token", &shown).finish()
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PaymentSettings {
+    /// How long a synchronous `POST /v1/payments` waits for the channel's outcome.
+    pub wait_ms_default: u64,
+    /// The most a request may ask for with `wait_ms`.
+    pub wait_ms_max: u64,
+}
+
+impl Default for PaymentSettings {
+    fn default() -> Self {
+        Self { wait_ms_default: 5_000, wait_ms_max: 30_000 }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdempotencySettings {
+    pub retention_h: u64,
+    /// How often expired keys are purged.
+    pub purge_interval_s: u64,
+}
+
+impl Default for IdempotencySettings {
+    fn default() -> Self {
+        Self { retention_h: 24, purge_interval_s: 600 }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OrderSettings {
+    /// Arbiters (threads) order actors are sharded over; 0 = one per core.
+    pub shards: usize,
+    /// Commands one order actor may have queued before senders are told to back off.
+    pub mailbox_capacity: usize,
+    /// How long a command may wait for its order actor's answer.
+    pub command_timeout_ms: u64,
+    /// Processing orders re-driven at start (crash recovery), at most this many per scan.
+    pub recovery_batch_max: u32,
+}
+
+impl Default for OrderSettings {
+    fn default() -> Self {
+        Self {
+            shards: 0,
+            mailbox_capacity: 256,
+            command_timeout_ms: 30_000,
+            recovery_batch_max: 1_000,
+        }
+    }
+}
+
+impl OrderSettings {
+    pub fn shard_count(&self) -> usize {
+        if self.shards > 0 {
+            self.shards
+        } else {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        }
+    }
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxSettings {
+    /// Start the sandbox provider in-process (embedded mode's card channel).
+    pub enabled: bool,
+    /// Port 0 picks a free port, so several Kassa instances can run side by side.
+    pub addr: String,
+    /// Artificial latency added to every sandbox answer.
+    pub latency_ms: u64,
+    /// Shared secret between the card adapter and the sandbox.
+    pub api_secret: String,
+}
+
+impl Default for SandboxSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            addr: "127.0.0.1:0".into(),
+            latency_ms: 0,
+            api_secret: "sandbox-dev-secret".into(),
+        }
+    }
+}
+
+impl std::fmt::Debug for SandboxSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SandboxSettings")
+            .field("enabled", &self.enabled)
+            .field("addr", &self.addr)
+            .field("latency_ms", &self.latency_ms)
+            .field("api_secret", &"***")
+            .finish()
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChannelSettings {
+    pub card: CardChannelSettings,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CardChannelSettings {
+    /// The acquirer's base URL; empty means the in-process sandbox.
+    pub base_url: String,
+    pub request_timeout_ms: u64,
+    pub retry_attempts_max: u32,
+    pub backoff_ms_min: u64,
+    pub backoff_ms_max: u64,
+    pub inflight_max: usize,
+}
+
+impl Default for CardChannelSettings {
+    fn default() -> Self {
+        Self {
+            base_url: String::new(),
+            request_timeout_ms: 3_000,
+            retry_attempts_max: 3,
+            backoff_ms_min: 50,
+            backoff_ms_max: 1_000,
+            inflight_max: 256,
+        }
+    }
+}
+
+impl Settings {
+    /// Defaults, then the file (if any), then `KASSA_*` variables from `env`; validated.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, ConfigError> {
+        let mut tree = toml::Table::try_from(Settings::default()).map_err(|e| ConfigError::Parse {
+            path: "<defaults>".into(),
+            reason: e.to_string(),
+        })?;
+        let mut source = "defaults".to_string();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+            let from_file: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+                ConfigError::Parse { path: path.display().to_string(), reason: e.to_string() }
+            })?;
+            overrides::merge(&mut tree, from_file, "")?;
+            source = path.display().to_string();
+        }
+        overrides::apply_env(&mut tree, env)?;
+        let settings: Settings = toml::Value::Table(tree).try_into().map_err(
+            |e: toml::de::Error| ConfigError::Parse { path: source, reason: e.to_string() },
+        )?;
+        validate::check(&settings)?;
+        Ok(settings)
+    }
+
+    /// Defaults plus the process environment.
+    pub fn from_env(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        Settings::load(file, std::env::vars())
+    }
+
+    pub fn http_addr(&self) -> Result<SocketAddr, ConfigError> {
+        validate::socket_addr("http.addr", &self.http.addr)
+    }
+
+    pub fn sandbox_addr(&self) -> Result<SocketAddr, ConfigError> {
+        validate::socket_addr("sandbox.addr", &self.sandbox.addr)
+    }
+
+    pub fn store_path(&self) -> PathBuf {
+        self.store.data_dir.join("kassa.db")
+    }
+
+    pub fn sandbox_ledger_path(&self) -> PathBuf {
+        self.store.data_dir.join("sandbox-ledger.db")
+    }
+
+    pub fn master_key_path(&self) -> PathBuf {
+        self.store.data_dir.join("master.key")
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,87 @@
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+#[test]
+fn defaults_run_embedded_with_no_file() {
+    let s = Settings::load(None, env(&[])).expect("defaults are valid");
+    assert_eq!(s.http.addr, "127.0.0.1:8080");
+    assert_eq!(s.store.data_dir, PathBuf::from("./data"));
+    assert_eq!(s.http.body_limit_bytes, 65_536);
+    assert!(s.sandbox.enabled);
+}
+
+#[test]
+fn env_overrides_by_path_and_alias() {
+    let s = Settings::load(
+        None,
+        env(&[
+            ("KASSA_HTTP_ADDR", "127.0.0.1:9090"),
+            ("KASSA_DATA_DIR", "/tmp/kassa-x"),
+            ("KASSA_ADMIN_TOKEN", "0123456789abcdef-token"),
+            ("KASSA_CHANNELS_CARD_REQUEST_TIMEOUT_MS", "750"),
+            ("KASSA_SANDBOX_ENABLED", "true"),
+            ("PATH", "/usr/bin"),
+        ]),
+    )
+    .expect("valid");
+    assert_eq!(s.http.addr, "127.0.0.1:9090");
+    assert_eq!(s.store.data_dir, PathBuf::from("/tmp/kassa-x"));
+    assert_eq!(s.admin.token, "0123456789abcdef-token");
+    assert_eq!(s.channels.card.request_timeout_ms, 750);
+}
+
+#[test]
+fn bad_env_value_names_the_key() {
+    let err = Settings::load(None, env(&[("KASSA_HTTP_BODY_LIMIT_BYTES", "lots")])).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("http.body_limit_bytes"), "{text}");
+    assert!(text.contains("KASSA_HTTP_BODY_LIMIT_BYTES"), "{text}");
+}
+
+#[test]
+fn file_then_env() {
+    let dir = std::env::temp_dir().join(format!("kassa-config-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("kassa.toml");
+    std::fs::write(&path, "[http]\naddr = \"127.0.0.1:7000\"\n[payments]\nwait_ms_default = 100\n")
+        .unwrap();
+    let s = Settings::load(Some(&path), env(&[("KASSA_HTTP_ADDR", "127.0.0.1:7001")])).unwrap();
+    assert_eq!(s.http.addr, "127.0.0.1:7001");
+    assert_eq!(s.payments.wait_ms_default, 100);
+
+    std::fs::write(&path, "[http]\nadress = \"x\"\n").unwrap();
+    let err = Settings::load(Some(&path), env(&[])).unwrap_err().to_string();
+    assert!(err.contains("http.adress"), "{err}");
+
+    std::fs::write(&path, "[store]\ngroup_commit_batch_max = \"many\"\n").unwrap();
+    let err = Settings::load(Some(&path), env(&[])).unwrap_err().to_string();
+    assert!(err.contains("group_commit_batch_max"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn public_address_needs_admin_token() {
+    let err = Settings::load(None, env(&[("KASSA_HTTP_ADDR", "0.0.0.0:8080")])).unwrap_err();
+    assert!(err.to_string().contains("admin.token"), "{err}");
+    Settings::load(
+        None,
+        env(&[("KASSA_HTTP_ADDR", "0.0.0.0:8080"), ("KASSA_ADMIN_TOKEN", "a-long-enough-admin-token")]),
+    )
+    .expect("a token makes a public address fine");
+}
+
+#[test]
+fn invalid_values_name_their_key() {
+    for (var, value, key) in [
+        ("KASSA_HTTP_ADDR", "localhost", "http.addr"),
+        ("KASSA_PAYMENTS_WAIT_MS_DEFAULT", "999999", "payments.wait_ms_default"),
+        ("KASSA_IDEMPOTENCY_RETENTION_H", "1", "idempotency.retention_h"),
+        ("KASSA_STORE_READERS", "0", "store.readers"),
+    ] {
+        let err = Settings::load(None, env(&[(var, value)])).unwrap_err().to_string();
+        assert!(err.contains(key), "{var}={value}: {err}");
+    }
+}

@@ -1,0 +1,215 @@
+//! Kassa's persistence, behind one trait.
+//!
+//! The store does not know the payment domain: it keeps opaque journal entries
+//! (JSON produced by `kassa-actors`), the read projections the API lists from,
+//! merchants, and idempotency records. The journal is the source of truth; a
+//! projection row is written in the same transaction as the journal entries
+//! that produced it, so a reader never sees one without the other.
+//!
+//! # Layout
+//! - `lib.rs`    — the [`Store`] trait and the record types every backend shares.
+//! - `sqlite.rs` — the embedded backend: one writer thread that group-commits
+//!   many appends per transaction, and a small pool of read connections (WAL).
+//!
+//! # Invariants every backend keeps
+//! - `(order_id, seq)` is unique and gap-free per order: an [`Append`] whose
+//!   `expected_seq` is not the order's current last seq fails with
+//!   [`AppendError::SeqConflict`] and writes nothing.
+//! - `(merchant_id, merchant_order_id)` is unique across payments: a second
+//!   order with the same pair fails with
+//!   [`AppendError::DuplicateMerchantOrderId`] and writes nothing.
+//! - A write future resolves `Ok` only after its transaction is durable
+//!   (committed with `synchronous=FULL` on SQLite).
+//! - One failed write never fails the other writes that share its group commit.
+
+use futures::future::BoxFuture;
+
+pub mod sqlite;
+
+/// Milliseconds since the Unix epoch.
+pub type UnixMs = i64;
+
+/// One journal entry as stored. `seq` starts at 1 for an order's first entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JournalEntry {
+    pub seq: u64,
+    /// The event's type name (`created`, `captured`, …), for operators and queries.
+    pub kind: String,
+    /// The event as JSON, produced and read back by the domain.
+    pub body: String,
+    pub at_ms: UnixMs,
+}
+
+/// Projection of one payment, as the API shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PaymentRow {
+    pub id: String,
+    pub merchant_id: String,
+    pub merchant_order_id: String,
+    /// The payment's status name (`processing`, `succeeded`, …).
+    pub status: String,
+    pub created_ms: UnixMs,
+    /// The payment's API object as JSON.
+    pub body: String,
+}
+
+/// Projection of one refund, as the API shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefundRow {
+    pub id: String,
+    pub payment_id: String,
+    pub merchant_id: String,
+    pub status: String,
+    pub created_ms: UnixMs,
+    /// The refund's API object as JSON.
+    pub body: String,
+}
+
+/// An atomic append to one order's journal plus the projections it changes.
+#[derive(Clone, Debug)]
+pub struct Append {
+    pub order_id: String,
+    /// The order's last seq as the writer knows it (0 for a new order).
+    /// `entries` must be numbered `expected_seq + 1 ..` without gaps.
+    pub expected_seq: u64,
+    pub entries: Vec<JournalEntry>,
+    /// Upserted (by id) in the same transaction.
+    pub payment: Option<PaymentRow>,
+    /// Upserted (by id) in the same transaction.
+    pub refunds: Vec<RefundRow>,
+}
+
+/// A merchant. Secrets are sealed (encrypted) by the caller before they get here.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MerchantRecord {
+    pub id: String,
+    pub name: String,
+    pub secret_sealed: Vec<u8>,
+    pub webhook_url: Option<String>,
+    pub webhook_secret_sealed: Vec<u8>,
+    pub created_ms: UnixMs,
+}
+
+impl std::fmt::Debug for MerchantRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MerchantRecord")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("webhook_url", &self.webhook_url)
+            .field("created_ms", &self.created_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The stored response of a completed idempotent request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    pub merchant_id: String,
+    pub key: String,
+    /// Hash of method, path and body: a different request under the same key is refused.
+    pub fingerprint: String,
+    pub status: u16,
+    /// The response body, replayed byte for byte.
+    pub body: Vec<u8>,
+    pub created_ms: UnixMs,
+}
+
+/// Cursor pagination, newest first (by `created_ms`, then id).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListQuery {
+    /// 1..=100; the caller validates.
+    pub limit: u32,
+    /// Return rows older than this id (the next page).
+    pub starting_after: Option<String>,
+    /// Return rows newer than this id (the previous page); still newest first.
+    pub ending_before: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Page<T> {
+    pub rows: Vec<T>,
+    pub has_more: bool,
+}
+
+/// Counters for metrics and the group-commit figures of docs/PERFORMANCE.md.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Transactions committed by the writer.
+    pub commits: u64,
+    /// Write operations (appends, merchant and idempotency writes) committed.
+    pub writes: u64,
+    /// Largest number of writes that shared one commit.
+    pub batch_writes_max: u64,
+    /// Writes waiting for the writer right now.
+    pub queue_depth: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store backend failed: {0}")]
+    Backend(String),
+    #[error("store is overloaded: the write queue is full")]
+    Overloaded,
+    #[error("store is shut down")]
+    Closed,
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("a cursor names an object that does not exist: {0}")]
+    UnknownCursor(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error("order {order_id}: expected seq {expected_seq}, journal is at {current_seq}")]
+    SeqConflict { order_id: String, expected_seq: u64, current_seq: u64 },
+    #[error("merchant_order_id already used by payment {existing_payment_id}")]
+    DuplicateMerchantOrderId { existing_payment_id: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Everything Kassa persists. Implementations are cheap to share (`Arc<dyn Store>`).
+pub trait Store: Send + Sync + 'static {
+    /// Append to one order's journal and upsert its projections, atomically and durably.
+    fn append(&self, append: Append) -> BoxFuture<'static, Result<(), AppendError>>;
+    /// The whole journal of one order, in seq order; empty if the order is unknown.
+    fn load_journal(&self, order_id: &str) -> BoxFuture<'static, StoreResult<Vec<JournalEntry>>>;
+    fn get_payment(&self, id: &str) -> BoxFuture<'static, StoreResult<Option<PaymentRow>>>;
+    fn list_payments(
+        &self,
+        merchant_id: &str,
+        query: ListQuery,
+    ) -> BoxFuture<'static, StoreResult<Page<PaymentRow>>>;
+    /// Ids of payments in `status`, oldest first, at most `limit` (recovery and janitor scans).
+    fn payment_ids_in_status(
+        &self,
+        status: &str,
+        limit: u32,
+    ) -> BoxFuture<'static, StoreResult<Vec<String>>>;
+    fn get_refund(&self, id: &str) -> BoxFuture<'static, StoreResult<Option<RefundRow>>>;
+
+    /// Insert a merchant; an existing id is a `Backend` error.
+    fn put_merchant(&self, merchant: MerchantRecord) -> BoxFuture<'static, StoreResult<()>>;
+    fn get_merchant(&self, id: &str) -> BoxFuture<'static, StoreResult<Option<MerchantRecord>>>;
+    fn list_merchants(&self) -> BoxFuture<'static, StoreResult<Vec<MerchantRecord>>>;
+
+    fn get_idempotency(
+        &self,
+        merchant_id: &str,
+        key: &str,
+    ) -> BoxFuture<'static, StoreResult<Option<IdempotencyRecord>>>;
+    /// Store a completed response unless one is already stored for (merchant, key);
+    /// returns the record that is stored afterwards (the earlier one wins).
+    fn put_idempotency(
+        &self,
+        record: IdempotencyRecord,
+    ) -> BoxFuture<'static, StoreResult<IdempotencyRecord>>;
+    /// Delete idempotency records created before `before_ms`; returns how many.
+    fn purge_idempotency(&self, before_ms: UnixMs) -> BoxFuture<'static, StoreResult<u64>>;
+
+    fn stats(&self) -> StoreStats;
+    /// Stop taking writes, commit everything queued, and close. Idempotent.
+    fn shutdown(&self) -> BoxFuture<'static, StoreResult<()>>;
+}

@@ -1,10 +1,20 @@
 //! Kassa's payment domain and its actors.
 //!
 //! # Layout
-//! - `money.rs`   — [`Money`] and [`Currency`]: `rust_decimal` amounts with ISO 4217 exponents.
-//! - `payment.rs` — the order's state machine: plain data, `decide` and `apply`, no I/O.
+//! - `money.rs`           — [`Money`] and [`Currency`]: `rust_decimal` amounts with ISO 4217 exponents.
+//! - `payment.rs`         — the order's state machine: plain data, `decide` and `apply`, no I/O.
+//! - `views.rs`           — the API objects (payment, refund) built from an order's state.
+//! - `payment_order.rs`   — `PaymentOrder`, the actor that owns one order: journal, channel calls, replies.
+//! - `order_directory.rs` — shards orders over arbiters and starts order actors on demand.
+//! - `channel_port.rs`    — what an order needs from a channel, and the bridge to the card channel.
+//! - `clock.rs`           — injected time.
 
+pub mod channel_port;
+pub mod clock;
 pub mod money;
+pub mod order_directory;
 pub mod payment;
+pub mod payment_order;
+pub mod views;
 
 pub use money::{Currency, Money, MoneyError};

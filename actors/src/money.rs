@@ -17,13 +17,51 @@ pub const INTEGER_DIGITS_MAX: usize = 15;
 
 /// ISO 4217 code and minor-unit exponent of each currency Kassa accepts.
 const CURRENCIES: &[(&str, u32)] = &[
-    ("AED", 2), ("ARS", 2), ("AUD", 2), ("BHD", 3), ("BRL", 2), ("CAD", 2), ("CHF", 2),
-    ("CLP", 0), ("CNY", 2), ("COP", 2), ("CZK", 2), ("DKK", 2), ("EGP", 2), ("EUR", 2),
-    ("GBP", 2), ("HKD", 2), ("HUF", 2), ("IDR", 2), ("ILS", 2), ("INR", 2), ("ISK", 0),
-    ("JOD", 3), ("JPY", 0), ("KRW", 0), ("KWD", 3), ("MOP", 2), ("MXN", 2), ("MYR", 2),
-    ("NOK", 2), ("NZD", 2), ("OMR", 3), ("PHP", 2), ("PLN", 2), ("QAR", 2), ("SAR", 2),
-    ("SEK", 2), ("SGD", 2), ("THB", 2), ("TND", 3), ("TRY", 2), ("TWD", 2), ("UGX", 0),
-    ("USD", 2), ("VND", 0), ("ZAR", 2),
+    ("AED", 2),
+    ("ARS", 2),
+    ("AUD", 2),
+    ("BHD", 3),
+    ("BRL", 2),
+    ("CAD", 2),
+    ("CHF", 2),
+    ("CLP", 0),
+    ("CNY", 2),
+    ("COP", 2),
+    ("CZK", 2),
+    ("DKK", 2),
+    ("EGP", 2),
+    ("EUR", 2),
+    ("GBP", 2),
+    ("HKD", 2),
+    ("HUF", 2),
+    ("IDR", 2),
+    ("ILS", 2),
+    ("INR", 2),
+    ("ISK", 0),
+    ("JOD", 3),
+    ("JPY", 0),
+    ("KRW", 0),
+    ("KWD", 3),
+    ("MOP", 2),
+    ("MXN", 2),
+    ("MYR", 2),
+    ("NOK", 2),
+    ("NZD", 2),
+    ("OMR", 3),
+    ("PHP", 2),
+    ("PLN", 2),
+    ("QAR", 2),
+    ("SAR", 2),
+    ("SEK", 2),
+    ("SGD", 2),
+    ("THB", 2),
+    ("TND", 3),
+    ("TRY", 2),
+    ("TWD", 2),
+    ("UGX", 0),
+    ("USD", 2),
+    ("VND", 0),
+    ("ZAR", 2),
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -52,7 +90,9 @@ impl Currency {
     }
 
     pub fn all() -> impl Iterator<Item = Currency> {
-        CURRENCIES.iter().map(|&(code, exponent)| Currency { code, exponent })
+        CURRENCIES
+            .iter()
+            .map(|&(code, exponent)| Currency { code, exponent })
     }
 }
 
@@ -77,10 +117,15 @@ impl<'de> Deserialize<'de> for Currency {
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum MoneyError {
-    #[error("amount must be a decimal string of digits like \"12.34\" (no sign, exponent or spaces)")]
+    #[error(
+        "amount must be a decimal string of digits like \"12.34\" (no sign, exponent or spaces)"
+    )]
     AmountInvalid,
     #[error("{currency} allows at most {exponent} decimal places")]
-    AmountTooPrecise { currency: &'static str, exponent: u32 },
+    AmountTooPrecise {
+        currency: &'static str,
+        exponent: u32,
+    },
     #[error("amount must be greater than zero")]
     AmountNotPositive,
     #[error("amount is too large (at most {INTEGER_DIGITS_MAX} digits before the decimal point)")]
@@ -88,7 +133,10 @@ pub enum MoneyError {
     #[error("currency `{0}` is not supported (use an upper-case ISO 4217 code like USD)")]
     CurrencyUnsupported(String),
     #[error("currency {got} does not match {expected}")]
-    CurrencyMismatch { expected: &'static str, got: &'static str },
+    CurrencyMismatch {
+        expected: &'static str,
+        got: &'static str,
+    },
     #[error("amount arithmetic overflowed")]
     Overflow,
 }
@@ -173,11 +221,17 @@ impl Money {
         if minor < 0 {
             return Err(MoneyError::AmountNotPositive);
         }
-        Ok(Money { amount: Decimal::new(minor, currency.exponent), currency })
+        Ok(Money {
+            amount: Decimal::new(minor, currency.exponent),
+            currency,
+        })
     }
 
     pub fn zero(currency: Currency) -> Money {
-        Money { amount: Decimal::new(0, currency.exponent), currency }
+        Money {
+            amount: Decimal::new(0, currency.exponent),
+            currency,
+        }
     }
 
     pub fn currency(&self) -> Currency {
@@ -208,18 +262,30 @@ impl Money {
 
     pub fn checked_add(&self, other: &Money) -> Result<Money, MoneyError> {
         self.same_currency(other)?;
-        let amount = self.amount.checked_add(other.amount).ok_or(MoneyError::Overflow)?;
-        Ok(Money { amount, currency: self.currency })
+        let amount = self
+            .amount
+            .checked_add(other.amount)
+            .ok_or(MoneyError::Overflow)?;
+        Ok(Money {
+            amount,
+            currency: self.currency,
+        })
     }
 
     /// `self - other`; a negative result is refused.
     pub fn checked_sub(&self, other: &Money) -> Result<Money, MoneyError> {
         self.same_currency(other)?;
-        let amount = self.amount.checked_sub(other.amount).ok_or(MoneyError::Overflow)?;
+        let amount = self
+            .amount
+            .checked_sub(other.amount)
+            .ok_or(MoneyError::Overflow)?;
         if amount.is_sign_negative() && !amount.is_zero() {
             return Err(MoneyError::AmountNotPositive);
         }
-        Ok(Money { amount, currency: self.currency })
+        Ok(Money {
+            amount,
+            currency: self.currency,
+        })
     }
 
     /// Compares amounts of the same currency.
@@ -264,13 +330,28 @@ mod tests {
 
     #[test]
     fn parses_and_prints_at_currency_scale() {
-        assert_eq!(Money::parse_positive("10", usd()).unwrap().to_string(), "10.00");
-        assert_eq!(Money::parse_positive("12.3", usd()).unwrap().to_string(), "12.30");
+        assert_eq!(
+            Money::parse_positive("10", usd()).unwrap().to_string(),
+            "10.00"
+        );
+        assert_eq!(
+            Money::parse_positive("12.3", usd()).unwrap().to_string(),
+            "12.30"
+        );
         let kwd = Currency::from_code("KWD").unwrap();
-        assert_eq!(Money::parse_positive("1.25", kwd).unwrap().to_string(), "1.250");
+        assert_eq!(
+            Money::parse_positive("1.25", kwd).unwrap().to_string(),
+            "1.250"
+        );
         let jpy = Currency::from_code("JPY").unwrap();
-        assert_eq!(Money::parse_positive("500", jpy).unwrap().to_string(), "500");
-        assert_eq!(Money::parse_positive("12.34", usd()).unwrap().minor_units(), 1234);
+        assert_eq!(
+            Money::parse_positive("500", jpy).unwrap().to_string(),
+            "500"
+        );
+        assert_eq!(
+            Money::parse_positive("12.34", usd()).unwrap().minor_units(),
+            1234
+        );
     }
 
     #[test]

@@ -55,9 +55,9 @@ impl PaymentStatus {
     pub fn is_terminal(self) -> bool {
         match self {
             PaymentStatus::Succeeded | PaymentStatus::Failed | PaymentStatus::Canceled => true,
-            PaymentStatus::Processing | PaymentStatus::RequiresAction | PaymentStatus::Authorized => {
-                false
-            }
+            PaymentStatus::Processing
+            | PaymentStatus::RequiresAction
+            | PaymentStatus::Authorized => false,
         }
     }
 
@@ -66,7 +66,10 @@ impl PaymentStatus {
         use PaymentStatus::*;
         match self {
             Processing => matches!(next, RequiresAction | Authorized | Succeeded | Failed),
-            RequiresAction => matches!(next, Processing | Authorized | Succeeded | Failed | Canceled),
+            RequiresAction => matches!(
+                next,
+                Processing | Authorized | Succeeded | Failed | Canceled
+            ),
             Authorized => matches!(next, Succeeded | Canceled),
             Succeeded | Failed | Canceled => false,
         }
@@ -138,7 +141,10 @@ pub struct Failure {
 
 impl Failure {
     pub fn new(code: impl Into<String>, message: impl Into<String>) -> Failure {
-        Failure { code: code.into(), message: message.into() }
+        Failure {
+            code: code.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -248,15 +254,22 @@ impl Payment {
     pub fn awaits_channel(&self) -> bool {
         self.status == PaymentStatus::Processing
             || self.pending.is_some()
-            || self.refunds.iter().any(|r| r.status == RefundStatus::Pending)
+            || self
+                .refunds
+                .iter()
+                .any(|r| r.status == RefundStatus::Pending)
     }
 }
 
 /// What a channel said about a charge.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ChargeOutcome {
-    Succeeded { provider_ref: String },
-    Authorized { provider_ref: String },
+    Succeeded {
+        provider_ref: String,
+    },
+    Authorized {
+        provider_ref: String,
+    },
     Declined(Failure),
     /// The channel confirms it never took the charge (and never will: the key is blocked).
     NeverCharged,
@@ -266,26 +279,46 @@ pub enum ChargeOutcome {
 pub enum Command {
     Create(NewPayment),
     ChargeOutcome(ChargeOutcome),
-    Capture { amount: Option<Money> },
+    Capture {
+        amount: Option<Money>,
+    },
     CaptureOutcome(Result<String, Failure>),
     Cancel,
     CancelOutcome(Result<(), Failure>),
     Refund(NewRefund),
-    RefundOutcome { refund_id: String, result: Result<String, Failure> },
+    RefundOutcome {
+        refund_id: String,
+        result: Result<String, Failure>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "type")]
 pub enum Event {
-    Created { payment: Box<NewPayment> },
-    Authorized { provider_ref: String },
-    Captured { amount: Money, provider_ref: String },
-    Failed { failure: Failure },
-    CaptureRequested { amount: Money },
-    CaptureFailed { failure: Failure },
+    Created {
+        payment: Box<NewPayment>,
+    },
+    Authorized {
+        provider_ref: String,
+    },
+    Captured {
+        amount: Money,
+        provider_ref: String,
+    },
+    Failed {
+        failure: Failure,
+    },
+    CaptureRequested {
+        amount: Money,
+    },
+    CaptureFailed {
+        failure: Failure,
+    },
     CancelRequested,
     Canceled,
-    CancelFailed { failure: Failure },
+    CancelFailed {
+        failure: Failure,
+    },
     RefundRequested {
         id: String,
         amount: Money,
@@ -293,8 +326,14 @@ pub enum Event {
         metadata: BTreeMap<String, String>,
         fingerprint: String,
     },
-    RefundSucceeded { refund_id: String, provider_ref: String },
-    RefundFailed { refund_id: String, failure: Failure },
+    RefundSucceeded {
+        refund_id: String,
+        provider_ref: String,
+    },
+    RefundFailed {
+        refund_id: String,
+        failure: Failure,
+    },
 }
 
 impl Event {
@@ -326,7 +365,10 @@ pub enum Rejection {
     #[error("the refund already exists")]
     RefundExists { same_request: bool },
     #[error("cannot {action} a payment whose status is {}", status.as_str())]
-    UnexpectedState { status: PaymentStatus, action: &'static str },
+    UnexpectedState {
+        status: PaymentStatus,
+        action: &'static str,
+    },
     #[error("a {action} of this payment is already in progress")]
     InProgress { action: &'static str },
     #[error("capture amount exceeds the authorised amount of {authorized}")]
@@ -349,7 +391,9 @@ pub struct Corrupt(pub String);
 pub fn decide(state: Option<&Payment>, command: &Command) -> Result<Vec<Event>, Rejection> {
     let Some(p) = state else {
         return match command {
-            Command::Create(new) => Ok(vec![Event::Created { payment: Box::new(new.clone()) }]),
+            Command::Create(new) => Ok(vec![Event::Created {
+                payment: Box::new(new.clone()),
+            }]),
             _ => Err(Rejection::NotFound),
         };
     };
@@ -361,10 +405,15 @@ pub fn decide(state: Option<&Payment>, command: &Command) -> Result<Vec<Event>, 
         Command::Capture { amount } => decide_capture(p, *amount),
         Command::CaptureOutcome(result) => Ok(match (&p.pending, result) {
             (Some(PendingOp::Capture { amount }), Ok(provider_ref)) => {
-                vec![Event::Captured { amount: *amount, provider_ref: provider_ref.clone() }]
+                vec![Event::Captured {
+                    amount: *amount,
+                    provider_ref: provider_ref.clone(),
+                }]
             }
             (Some(PendingOp::Capture { .. }), Err(failure)) => {
-                vec![Event::CaptureFailed { failure: failure.clone() }]
+                vec![Event::CaptureFailed {
+                    failure: failure.clone(),
+                }]
             }
             (Some(PendingOp::Cancel) | None, _) => vec![],
         }),
@@ -372,7 +421,9 @@ pub fn decide(state: Option<&Payment>, command: &Command) -> Result<Vec<Event>, 
         Command::CancelOutcome(result) => Ok(match (&p.pending, result) {
             (Some(PendingOp::Cancel), Ok(())) => vec![Event::Canceled],
             (Some(PendingOp::Cancel), Err(failure)) => {
-                vec![Event::CancelFailed { failure: failure.clone() }]
+                vec![Event::CancelFailed {
+                    failure: failure.clone(),
+                }]
             }
             (Some(PendingOp::Capture { .. }) | None, _) => vec![],
         }),
@@ -403,12 +454,19 @@ fn decide_charge_outcome(p: &Payment, outcome: &ChargeOutcome) -> Vec<Event> {
     }
     match outcome {
         ChargeOutcome::Succeeded { provider_ref } => {
-            vec![Event::Captured { amount: p.amount, provider_ref: provider_ref.clone() }]
+            vec![Event::Captured {
+                amount: p.amount,
+                provider_ref: provider_ref.clone(),
+            }]
         }
         ChargeOutcome::Authorized { provider_ref } => {
-            vec![Event::Authorized { provider_ref: provider_ref.clone() }]
+            vec![Event::Authorized {
+                provider_ref: provider_ref.clone(),
+            }]
         }
-        ChargeOutcome::Declined(failure) => vec![Event::Failed { failure: failure.clone() }],
+        ChargeOutcome::Declined(failure) => vec![Event::Failed {
+            failure: failure.clone(),
+        }],
         ChargeOutcome::NeverCharged => vec![Event::Failed {
             failure: Failure::new(
                 "processing_error",
@@ -420,22 +478,31 @@ fn decide_charge_outcome(p: &Payment, outcome: &ChargeOutcome) -> Vec<Event> {
 
 fn expect_currency(p: &Payment, amount: &Money) -> Result<(), Rejection> {
     if amount.currency() != p.currency() {
-        return Err(Rejection::CurrencyMismatch { expected: p.currency() });
+        return Err(Rejection::CurrencyMismatch {
+            expected: p.currency(),
+        });
     }
     Ok(())
 }
 
 fn decide_capture(p: &Payment, amount: Option<Money>) -> Result<Vec<Event>, Rejection> {
     if p.status != PaymentStatus::Authorized {
-        return Err(Rejection::UnexpectedState { status: p.status, action: "capture" });
+        return Err(Rejection::UnexpectedState {
+            status: p.status,
+            action: "capture",
+        });
     }
     if let Some(op) = &p.pending {
-        return Err(Rejection::InProgress { action: pending_name(op) });
+        return Err(Rejection::InProgress {
+            action: pending_name(op),
+        });
     }
     let amount = amount.unwrap_or(p.amount_authorized);
     expect_currency(p, &amount)?;
     if amount.checked_cmp(&p.amount_authorized) == Ok(std::cmp::Ordering::Greater) {
-        return Err(Rejection::CaptureExceedsAuthorized { authorized: p.amount_authorized });
+        return Err(Rejection::CaptureExceedsAuthorized {
+            authorized: p.amount_authorized,
+        });
     }
     Ok(vec![Event::CaptureRequested { amount }])
 }
@@ -450,7 +517,9 @@ fn pending_name(op: &PendingOp) -> &'static str {
 fn decide_cancel(p: &Payment) -> Result<Vec<Event>, Rejection> {
     match p.status {
         PaymentStatus::Authorized => match &p.pending {
-            Some(op) => Err(Rejection::InProgress { action: pending_name(op) }),
+            Some(op) => Err(Rejection::InProgress {
+                action: pending_name(op),
+            }),
             None => Ok(vec![Event::CancelRequested]),
         },
         // No money is held by the channel yet: nothing to void.
@@ -458,18 +527,24 @@ fn decide_cancel(p: &Payment) -> Result<Vec<Event>, Rejection> {
         PaymentStatus::Processing
         | PaymentStatus::Succeeded
         | PaymentStatus::Failed
-        | PaymentStatus::Canceled => {
-            Err(Rejection::UnexpectedState { status: p.status, action: "cancel" })
-        }
+        | PaymentStatus::Canceled => Err(Rejection::UnexpectedState {
+            status: p.status,
+            action: "cancel",
+        }),
     }
 }
 
 fn decide_refund(p: &Payment, new: &NewRefund) -> Result<Vec<Event>, Rejection> {
     if let Some(existing) = p.refund(&new.id) {
-        return Err(Rejection::RefundExists { same_request: existing.fingerprint == new.fingerprint });
+        return Err(Rejection::RefundExists {
+            same_request: existing.fingerprint == new.fingerprint,
+        });
     }
     if p.status != PaymentStatus::Succeeded {
-        return Err(Rejection::UnexpectedState { status: p.status, action: "refund" });
+        return Err(Rejection::UnexpectedState {
+            status: p.status,
+            action: "refund",
+        });
     }
     if p.refunds.len() >= REFUNDS_PER_PAYMENT_MAX {
         return Err(Rejection::TooManyRefunds);
@@ -477,9 +552,7 @@ fn decide_refund(p: &Payment, new: &NewRefund) -> Result<Vec<Event>, Rejection> 
     let refundable = p.refundable();
     let amount = new.amount.unwrap_or(refundable);
     expect_currency(p, &amount)?;
-    if refundable.is_zero()
-        || amount.checked_cmp(&refundable) == Ok(std::cmp::Ordering::Greater)
-    {
+    if refundable.is_zero() || amount.checked_cmp(&refundable) == Ok(std::cmp::Ordering::Greater) {
         return Err(Rejection::RefundExceedsCaptured { refundable });
     }
     Ok(vec![Event::RefundRequested {
@@ -492,7 +565,12 @@ fn decide_refund(p: &Payment, new: &NewRefund) -> Result<Vec<Event>, Rejection> 
 }
 
 /// Applies one journaled event. Checks what must hold before, and the invariants after.
-pub fn apply(state: Option<Payment>, event: &Event, seq: u64, at_ms: i64) -> Result<Payment, Corrupt> {
+pub fn apply(
+    state: Option<Payment>,
+    event: &Event,
+    seq: u64,
+    at_ms: i64,
+) -> Result<Payment, Corrupt> {
     let mut p = match (state, event) {
         (None, Event::Created { payment }) => created(payment, at_ms),
         (None, other) => return Err(Corrupt(format!("{} before created", other.kind()))),
@@ -540,7 +618,11 @@ fn created(new: &NewPayment, at_ms: i64) -> Payment {
 
 fn become_status(p: &mut Payment, next: PaymentStatus) -> Result<(), Corrupt> {
     if !p.status.can_become(next) {
-        return Err(Corrupt(format!("{} cannot become {}", p.status.as_str(), next.as_str())));
+        return Err(Corrupt(format!(
+            "{} cannot become {}",
+            p.status.as_str(),
+            next.as_str()
+        )));
     }
     p.status = next;
     Ok(())
@@ -558,13 +640,21 @@ fn apply_to(p: &mut Payment, event: &Event, at_ms: i64) -> Result<(), Corrupt> {
             p.amount_authorized = p.amount;
             p.provider_ref = Some(provider_ref.clone());
         }
-        Event::Captured { amount, provider_ref } => {
+        Event::Captured {
+            amount,
+            provider_ref,
+        } => {
             match (p.status, &p.pending) {
-                (PaymentStatus::Authorized, Some(PendingOp::Capture { amount: asked })) if asked == amount => {}
+                (PaymentStatus::Authorized, Some(PendingOp::Capture { amount: asked }))
+                    if asked == amount => {}
                 (PaymentStatus::Processing | PaymentStatus::RequiresAction, None) => {
                     p.amount_authorized = p.amount;
                 }
-                _ => return Err(Corrupt("captured without a charge or capture in flight".into())),
+                _ => {
+                    return Err(Corrupt(
+                        "captured without a charge or capture in flight".into(),
+                    ));
+                }
             }
             become_status(p, PaymentStatus::Succeeded)?;
             p.pending = None;
@@ -597,7 +687,13 @@ fn apply_to(p: &mut Payment, event: &Event, at_ms: i64) -> Result<(), Corrupt> {
             become_status(p, PaymentStatus::Canceled)?;
             p.pending = None;
         }
-        Event::RefundRequested { id, amount, reason, metadata, fingerprint } => {
+        Event::RefundRequested {
+            id,
+            amount,
+            reason,
+            metadata,
+            fingerprint,
+        } => {
             if p.status != PaymentStatus::Succeeded || exceeds(amount, &p.refundable())? {
                 return Err(Corrupt(format!("refund {id} exceeds what is refundable")));
             }
@@ -614,7 +710,10 @@ fn apply_to(p: &mut Payment, event: &Event, at_ms: i64) -> Result<(), Corrupt> {
                 updated_ms: at_ms,
             });
         }
-        Event::RefundSucceeded { refund_id, provider_ref } => {
+        Event::RefundSucceeded {
+            refund_id,
+            provider_ref,
+        } => {
             let refund = pending_refund(p, refund_id)?;
             refund.status = RefundStatus::Succeeded;
             refund.provider_ref = Some(provider_ref.clone());
@@ -636,11 +735,17 @@ fn pending_refund<'a>(p: &'a mut Payment, refund_id: &str) -> Result<&'a mut Ref
     p.refunds
         .iter_mut()
         .find(|r| r.id == refund_id && r.status == RefundStatus::Pending)
-        .ok_or_else(|| Corrupt(format!("outcome for refund {refund_id} that is not pending")))
+        .ok_or_else(|| {
+            Corrupt(format!(
+                "outcome for refund {refund_id} that is not pending"
+            ))
+        })
 }
 
 fn exceeds(a: &Money, b: &Money) -> Result<bool, Corrupt> {
-    a.checked_cmp(b).map(|o| o == std::cmp::Ordering::Greater).map_err(|e| Corrupt(e.to_string()))
+    a.checked_cmp(b)
+        .map(|o| o == std::cmp::Ordering::Greater)
+        .map_err(|e| Corrupt(e.to_string()))
 }
 
 /// What must hold after every event.

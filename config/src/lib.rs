@@ -30,7 +30,11 @@ pub enum ConfigError {
     #[error("config file {path}: {reason}")]
     Parse { path: String, reason: String },
     #[error("config key `{key}` (from {source_name}): {reason}")]
-    Invalid { key: String, source_name: String, reason: String },
+    Invalid {
+        key: String,
+        source_name: String,
+        reason: String,
+    },
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -109,8 +113,14 @@ pub struct AdminSettings {
 
 impl std::fmt::Debug for AdminSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let shown = if self.token.is_empty() { "<unset>" } else { "***" };
-        f.debug_struct("AdminSettings").field("token", &shown).finish()
+        let shown = if self.token.is_empty() {
+            "<unset>"
+        } else {
+            "***"
+        };
+        f.debug_struct("AdminSettings")
+            .field("token", &shown)
+            .finish()
     }
 }
 
@@ -125,7 +135,10 @@ pub struct PaymentSettings {
 
 impl Default for PaymentSettings {
     fn default() -> Self {
-        Self { wait_ms_default: 5_000, wait_ms_max: 30_000 }
+        Self {
+            wait_ms_default: 5_000,
+            wait_ms_max: 30_000,
+        }
     }
 }
 
@@ -139,7 +152,10 @@ pub struct IdempotencySettings {
 
 impl Default for IdempotencySettings {
     fn default() -> Self {
-        Self { retention_h: 24, purge_interval_s: 600 }
+        Self {
+            retention_h: 24,
+            purge_interval_s: 600,
+        }
     }
 }
 
@@ -172,7 +188,9 @@ impl OrderSettings {
         if self.shards > 0 {
             self.shards
         } else {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
         }
     }
 }
@@ -249,26 +267,34 @@ impl Settings {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Settings, ConfigError> {
-        let mut tree = toml::Table::try_from(Settings::default()).map_err(|e| ConfigError::Parse {
-            path: "<defaults>".into(),
-            reason: e.to_string(),
-        })?;
+        let mut tree =
+            toml::Table::try_from(Settings::default()).map_err(|e| ConfigError::Parse {
+                path: "<defaults>".into(),
+                reason: e.to_string(),
+            })?;
         let mut source = "defaults".to_string();
         if let Some(path) = file {
             let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
                 path: path.to_path_buf(),
                 reason: e.to_string(),
             })?;
-            let from_file: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-                ConfigError::Parse { path: path.display().to_string(), reason: e.to_string() }
-            })?;
+            let from_file: toml::Table =
+                text.parse()
+                    .map_err(|e: toml::de::Error| ConfigError::Parse {
+                        path: path.display().to_string(),
+                        reason: e.to_string(),
+                    })?;
             overrides::merge(&mut tree, from_file, "")?;
             source = path.display().to_string();
         }
         overrides::apply_env(&mut tree, env)?;
-        let settings: Settings = toml::Value::Table(tree).try_into().map_err(
-            |e: toml::de::Error| ConfigError::Parse { path: source, reason: e.to_string() },
-        )?;
+        let settings: Settings =
+            toml::Value::Table(tree)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    path: source,
+                    reason: e.to_string(),
+                })?;
         validate::check(&settings)?;
         Ok(settings)
     }

@@ -9,11 +9,21 @@ const ALIASES: &[(&str, &str)] = &[("KASSA_DATA_DIR", "store.data_dir")];
 const NOT_SETTINGS: &[&str] = &["KASSA_LOG", "KASSA_BIN", "KASSA_CONFIG", "KASSA_URL"];
 
 /// Merge `from` into `into`; every key in `from` must exist in `into` (the defaults).
-pub(crate) fn merge(into: &mut toml::Table, from: toml::Table, prefix: &str) -> Result<(), ConfigError> {
+pub(crate) fn merge(
+    into: &mut toml::Table,
+    from: toml::Table,
+    prefix: &str,
+) -> Result<(), ConfigError> {
     for (key, value) in from {
-        let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
         match (into.get_mut(&key), value) {
-            (Some(toml::Value::Table(inner)), toml::Value::Table(value)) => merge(inner, value, &path)?,
+            (Some(toml::Value::Table(inner)), toml::Value::Table(value)) => {
+                merge(inner, value, &path)?
+            }
             (Some(slot), value) => *slot = value,
             (None, _) => {
                 return Err(ConfigError::Invalid {
@@ -42,12 +52,7 @@ pub(crate) fn apply_env(
             .iter()
             .find(|(alias, _)| *alias == name)
             .map(|(_, path)| path.to_string())
-            .or_else(|| {
-                leaves
-                    .iter()
-                    .find(|leaf| env_name(leaf) == name)
-                    .cloned()
-            });
+            .or_else(|| leaves.iter().find(|leaf| env_name(leaf) == name).cloned());
         let Some(path) = path else {
             tracing::warn!(variable = %name, "ignoring KASSA_ variable that names no setting");
             continue;
@@ -63,7 +68,11 @@ fn env_name(path: &str) -> String {
 
 fn collect_leaves(table: &toml::Table, prefix: &str, out: &mut Vec<String>) {
     for (key, value) in table {
-        let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
         match value {
             toml::Value::Table(inner) => collect_leaves(inner, &path, out),
             _ => out.push(path),
@@ -81,10 +90,14 @@ fn set_leaf(tree: &mut toml::Table, path: &str, raw: &str, var: &str) -> Result<
     let mut parts = path.split('.').peekable();
     while let Some(part) = parts.next() {
         if parts.peek().is_none() {
-            let slot = table.get_mut(part).ok_or_else(|| invalid("unknown key".into()))?;
+            let slot = table
+                .get_mut(part)
+                .ok_or_else(|| invalid("unknown key".into()))?;
             *slot = match slot {
                 toml::Value::Integer(_) => toml::Value::Integer(
-                    raw.trim().parse().map_err(|_| invalid(format!("`{raw}` is not a whole number")))?,
+                    raw.trim()
+                        .parse()
+                        .map_err(|_| invalid(format!("`{raw}` is not a whole number")))?,
                 ),
                 toml::Value::Boolean(_) => toml::Value::Boolean(match raw.trim() {
                     "true" | "1" | "yes" => true,

@@ -1,7 +1,10 @@
 use super::*;
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 #[test]
@@ -46,18 +49,25 @@ fn file_then_env() {
     let dir = std::env::temp_dir().join(format!("kassa-config-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("kassa.toml");
-    std::fs::write(&path, "[http]\naddr = \"127.0.0.1:7000\"\n[payments]\nwait_ms_default = 100\n")
-        .unwrap();
+    std::fs::write(
+        &path,
+        "[http]\naddr = \"127.0.0.1:7000\"\n[payments]\nwait_ms_default = 100\n",
+    )
+    .unwrap();
     let s = Settings::load(Some(&path), env(&[("KASSA_HTTP_ADDR", "127.0.0.1:7001")])).unwrap();
     assert_eq!(s.http.addr, "127.0.0.1:7001");
     assert_eq!(s.payments.wait_ms_default, 100);
 
     std::fs::write(&path, "[http]\nadress = \"x\"\n").unwrap();
-    let err = Settings::load(Some(&path), env(&[])).unwrap_err().to_string();
+    let err = Settings::load(Some(&path), env(&[]))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("http.adress"), "{err}");
 
     std::fs::write(&path, "[store]\ngroup_commit_batch_max = \"many\"\n").unwrap();
-    let err = Settings::load(Some(&path), env(&[])).unwrap_err().to_string();
+    let err = Settings::load(Some(&path), env(&[]))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("group_commit_batch_max"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -68,7 +78,10 @@ fn public_address_needs_admin_token() {
     assert!(err.to_string().contains("admin.token"), "{err}");
     Settings::load(
         None,
-        env(&[("KASSA_HTTP_ADDR", "0.0.0.0:8080"), ("KASSA_ADMIN_TOKEN", "a-long-enough-admin-token")]),
+        env(&[
+            ("KASSA_HTTP_ADDR", "0.0.0.0:8080"),
+            ("KASSA_ADMIN_TOKEN", "a-long-enough-admin-token"),
+        ]),
     )
     .expect("a token makes a public address fine");
 }
@@ -77,11 +90,21 @@ fn public_address_needs_admin_token() {
 fn invalid_values_name_their_key() {
     for (var, value, key) in [
         ("KASSA_HTTP_ADDR", "localhost", "http.addr"),
-        ("KASSA_PAYMENTS_WAIT_MS_DEFAULT", "999999", "payments.wait_ms_default"),
-        ("KASSA_IDEMPOTENCY_RETENTION_H", "1", "idempotency.retention_h"),
+        (
+            "KASSA_PAYMENTS_WAIT_MS_DEFAULT",
+            "999999",
+            "payments.wait_ms_default",
+        ),
+        (
+            "KASSA_IDEMPOTENCY_RETENTION_H",
+            "1",
+            "idempotency.retention_h",
+        ),
         ("KASSA_STORE_READERS", "0", "store.readers"),
     ] {
-        let err = Settings::load(None, env(&[(var, value)])).unwrap_err().to_string();
+        let err = Settings::load(None, env(&[(var, value)]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(key), "{var}={value}: {err}");
     }
 }

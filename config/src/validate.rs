@@ -5,17 +5,28 @@ use std::net::SocketAddr;
 use crate::{ConfigError, Settings};
 
 fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { key: key.into(), source_name: "settings".into(), reason: reason.into() }
+    ConfigError::Invalid {
+        key: key.into(),
+        source_name: "settings".into(),
+        reason: reason.into(),
+    }
 }
 
 pub(crate) fn socket_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
-    value
-        .parse()
-        .map_err(|_| invalid(key, format!("`{value}` is not an address like 127.0.0.1:8080")))
+    value.parse().map_err(|_| {
+        invalid(
+            key,
+            format!("`{value}` is not an address like 127.0.0.1:8080"),
+        )
+    })
 }
 
 fn positive(key: &str, value: u64) -> Result<(), ConfigError> {
-    if value == 0 { Err(invalid(key, "must be greater than 0")) } else { Ok(()) }
+    if value == 0 {
+        Err(invalid(key, "must be greater than 0"))
+    } else {
+        Ok(())
+    }
 }
 
 pub(crate) fn check(s: &Settings) -> Result<(), ConfigError> {
@@ -24,7 +35,9 @@ pub(crate) fn check(s: &Settings) -> Result<(), ConfigError> {
     if !http.ip().is_loopback() && s.admin.token.is_empty() {
         return Err(invalid(
             "admin.token",
-            format!("must be set (KASSA_ADMIN_TOKEN) when http.addr ({http}) is not a loopback address"),
+            format!(
+                "must be set (KASSA_ADMIN_TOKEN) when http.addr ({http}) is not a loopback address"
+            ),
         ));
     }
     if !s.admin.token.is_empty() && s.admin.token.len() < 16 {
@@ -35,9 +48,15 @@ pub(crate) fn check(s: &Settings) -> Result<(), ConfigError> {
     positive("http.request_timeout_ms", s.http.request_timeout_ms)?;
     positive("http.connections_max", s.http.connections_max as u64)?;
     if !(1..=3_600).contains(&s.http.signature_window_s) {
-        return Err(invalid("http.signature_window_s", "must be between 1 and 3600"));
+        return Err(invalid(
+            "http.signature_window_s",
+            "must be between 1 and 3600",
+        ));
     }
-    positive("store.group_commit_batch_max", s.store.group_commit_batch_max as u64)?;
+    positive(
+        "store.group_commit_batch_max",
+        s.store.group_commit_batch_max as u64,
+    )?;
     positive("store.write_queue_max", s.store.write_queue_max as u64)?;
     positive("store.readers", s.store.readers as u64)?;
     if s.store.data_dir.as_os_str().is_empty() {
@@ -45,21 +64,39 @@ pub(crate) fn check(s: &Settings) -> Result<(), ConfigError> {
     }
     positive("payments.wait_ms_max", s.payments.wait_ms_max)?;
     if s.payments.wait_ms_default > s.payments.wait_ms_max {
-        return Err(invalid("payments.wait_ms_default", "must not exceed payments.wait_ms_max"));
+        return Err(invalid(
+            "payments.wait_ms_default",
+            "must not exceed payments.wait_ms_max",
+        ));
     }
     if s.idempotency.retention_h < 24 {
-        return Err(invalid("idempotency.retention_h", "must be at least 24 (keys are kept 24 h)"));
+        return Err(invalid(
+            "idempotency.retention_h",
+            "must be at least 24 (keys are kept 24 h)",
+        ));
     }
-    positive("idempotency.purge_interval_s", s.idempotency.purge_interval_s)?;
+    positive(
+        "idempotency.purge_interval_s",
+        s.idempotency.purge_interval_s,
+    )?;
     positive("orders.mailbox_capacity", s.orders.mailbox_capacity as u64)?;
     positive("orders.command_timeout_ms", s.orders.command_timeout_ms)?;
-    positive("orders.recovery_batch_max", u64::from(s.orders.recovery_batch_max))?;
+    positive(
+        "orders.recovery_batch_max",
+        u64::from(s.orders.recovery_batch_max),
+    )?;
     let card = &s.channels.card;
     positive("channels.card.request_timeout_ms", card.request_timeout_ms)?;
-    positive("channels.card.retry_attempts_max", u64::from(card.retry_attempts_max))?;
+    positive(
+        "channels.card.retry_attempts_max",
+        u64::from(card.retry_attempts_max),
+    )?;
     positive("channels.card.inflight_max", card.inflight_max as u64)?;
     if card.backoff_ms_min > card.backoff_ms_max {
-        return Err(invalid("channels.card.backoff_ms_min", "must not exceed channels.card.backoff_ms_max"));
+        return Err(invalid(
+            "channels.card.backoff_ms_min",
+            "must not exceed channels.card.backoff_ms_max",
+        ));
     }
     if card.base_url.is_empty() && !s.sandbox.enabled {
         return Err(invalid(

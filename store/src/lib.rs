@@ -8,8 +8,12 @@
 //!
 //! # Layout
 //! - `lib.rs`    — the [`Store`] trait and the record types every backend shares.
-//! - `sqlite.rs` — the embedded backend: one writer thread that group-commits
-//!   many appends per transaction, and a small pool of read connections (WAL).
+//! - `sqlite.rs` — the embedded backend ([`SqliteStore`], [`SqliteConfig`]): one
+//!   writer thread that group-commits many appends per transaction, and a small
+//!   pool of read connections (WAL). Its parts live in `sqlite/`: `schema.rs`
+//!   (connections, migrations), `writer.rs` (the writer thread and its batches),
+//!   `write_ops.rs` (each write's statements), `reader.rs` (the read pool and
+//!   every query).
 //!
 //! # Invariants every backend keeps
 //! - `(order_id, seq)` is unique and gap-free per order: an [`Append`] whose
@@ -25,6 +29,8 @@
 use futures::future::BoxFuture;
 
 pub mod sqlite;
+
+pub use sqlite::{SqliteConfig, SqliteStore};
 
 /// Milliseconds since the Unix epoch.
 pub type UnixMs = i64;
@@ -161,7 +167,11 @@ pub enum StoreError {
 #[derive(Debug, thiserror::Error)]
 pub enum AppendError {
     #[error("order {order_id}: expected seq {expected_seq}, journal is at {current_seq}")]
-    SeqConflict { order_id: String, expected_seq: u64, current_seq: u64 },
+    SeqConflict {
+        order_id: String,
+        expected_seq: u64,
+        current_seq: u64,
+    },
     #[error("merchant_order_id already used by payment {existing_payment_id}")]
     DuplicateMerchantOrderId { existing_payment_id: String },
     #[error(transparent)]

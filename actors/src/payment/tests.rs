@@ -57,12 +57,22 @@ fn op() -> impl Strategy<Value = Op> {
 fn command(op: &Op, p: &Payment, n: usize) -> Command {
     let failure = || Failure::new("channel_error", "refused");
     match op {
-        Op::Charge(0) => Command::ChargeOutcome(ChargeOutcome::Succeeded { provider_ref: "ch".into() }),
-        Op::Charge(1) => Command::ChargeOutcome(ChargeOutcome::Authorized { provider_ref: "ch".into() }),
+        Op::Charge(0) => Command::ChargeOutcome(ChargeOutcome::Succeeded {
+            provider_ref: "ch".into(),
+        }),
+        Op::Charge(1) => Command::ChargeOutcome(ChargeOutcome::Authorized {
+            provider_ref: "ch".into(),
+        }),
         Op::Charge(2) => Command::ChargeOutcome(ChargeOutcome::Declined(failure())),
         Op::Charge(_) => Command::ChargeOutcome(ChargeOutcome::NeverCharged),
-        Op::Capture(amount) => Command::Capture { amount: amount.map(usd) },
-        Op::CaptureOutcome(ok) => Command::CaptureOutcome(if *ok { Ok("cap".into()) } else { Err(failure()) }),
+        Op::Capture(amount) => Command::Capture {
+            amount: amount.map(usd),
+        },
+        Op::CaptureOutcome(ok) => Command::CaptureOutcome(if *ok {
+            Ok("cap".into())
+        } else {
+            Err(failure())
+        }),
         Op::Cancel => Command::Cancel,
         Op::CancelOutcome(ok) => Command::CancelOutcome(if *ok { Ok(()) } else { Err(failure()) }),
         Op::Refund(amount) => Command::Refund(NewRefund {
@@ -73,7 +83,11 @@ fn command(op: &Op, p: &Payment, n: usize) -> Command {
             fingerprint: format!("fp{n}"),
         }),
         Op::RefundOutcome(i, ok) => Command::RefundOutcome {
-            refund_id: p.refunds.get(*i).map(|r| r.id.clone()).unwrap_or_else(|| "re_none".into()),
+            refund_id: p
+                .refunds
+                .get(*i)
+                .map(|r| r.id.clone())
+                .unwrap_or_else(|| "re_none".into()),
             result: if *ok { Ok("rf".into()) } else { Err(failure()) },
         },
         Op::Recreate(same) => {
@@ -129,7 +143,9 @@ proptest! {
 fn succeeded() -> Payment {
     let created = decide(None, &Command::Create(new_payment(CaptureMode::Automatic))).unwrap();
     let p = apply(None, &created[0], 1, 0).unwrap();
-    let ok = ChargeOutcome::Succeeded { provider_ref: "ch".into() };
+    let ok = ChargeOutcome::Succeeded {
+        provider_ref: "ch".into(),
+    };
     let events = decide(Some(&p), &Command::ChargeOutcome(ok)).unwrap();
     apply(Some(p), &events[0], 2, 1).unwrap()
 }
@@ -163,13 +179,24 @@ fn ten_refunds_of_one_exhaust_ten() {
 fn duplicate_outcomes_change_nothing() {
     let p = succeeded();
     let again = ChargeOutcome::Declined(Failure::new("card_declined", "late"));
-    assert_eq!(decide(Some(&p), &Command::ChargeOutcome(again)).unwrap(), vec![]);
+    assert_eq!(
+        decide(Some(&p), &Command::ChargeOutcome(again)).unwrap(),
+        vec![]
+    );
 }
 
 #[test]
 fn replay_refuses_an_event_that_does_not_fit() {
     let p = succeeded();
-    let err = apply(Some(p), &Event::Authorized { provider_ref: "x".into() }, 3, 2).unwrap_err();
+    let err = apply(
+        Some(p),
+        &Event::Authorized {
+            provider_ref: "x".into(),
+        },
+        3,
+        2,
+    )
+    .unwrap_err();
     assert!(err.0.contains("cannot become"), "{err}");
 }
 
@@ -177,9 +204,31 @@ fn replay_refuses_an_event_that_does_not_fit() {
 fn capture_more_than_authorized_is_refused() {
     let created = decide(None, &Command::Create(new_payment(CaptureMode::Manual))).unwrap();
     let p = apply(None, &created[0], 1, 0).unwrap();
-    let auth = decide(Some(&p), &Command::ChargeOutcome(ChargeOutcome::Authorized { provider_ref: "a".into() })).unwrap();
+    let auth = decide(
+        Some(&p),
+        &Command::ChargeOutcome(ChargeOutcome::Authorized {
+            provider_ref: "a".into(),
+        }),
+    )
+    .unwrap();
     let p = apply(Some(p), &auth[0], 2, 1).unwrap();
-    let err = decide(Some(&p), &Command::Capture { amount: Some(usd(1_001)) }).unwrap_err();
+    let err = decide(
+        Some(&p),
+        &Command::Capture {
+            amount: Some(usd(1_001)),
+        },
+    )
+    .unwrap_err();
     assert!(matches!(err, Rejection::CaptureExceedsAuthorized { .. }));
-    assert_eq!(decide(Some(&p), &Command::Capture { amount: Some(usd(600)) }).unwrap().len(), 1);
+    assert_eq!(
+        decide(
+            Some(&p),
+            &Command::Capture {
+                amount: Some(usd(600))
+            }
+        )
+        .unwrap()
+        .len(),
+        1
+    );
 }

@@ -1,0 +1,724 @@
+//! `PaymentOrder`: one actor per payment order, the only writer of that order's state.
+//!
+//! Commands for one order are serialised by this actor's mailbox, not by locks: every
+//! handler that changes state is atomic (the mailbox pauses until the journal append is
+//! durable), so two refunds racing on one payment are decided one after the other.
+//!
+//! Life of a command: `decide` (pure) → events → `apply` to a copy → append the events and
+//! the new projection rows to the store (group-committed with other orders' appends) → only
+//! then adopt the new state, start the channel calls the events ask for, and answer.
+//!
+//! Channel calls run beside the mailbox (the order keeps serving reads and other commands);
+//! their answers come back as [`Outcome`] messages and are journaled the same way. An answer
+//! that never comes (timeout, crash) is *re-driven*: the same call with the same idempotency
+//! key, or for a charge a `resolve` that either finds it or blocks the key. On activation an
+//! order whose journal shows work still owed by the channel re-drives it at once.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use kassa_channels::card::CardData;
+use kassa_store::{Append, AppendError, JournalEntry, PaymentRow, RefundRow, Store, StoreError};
+use tokio::sync::oneshot;
+
+use crate::channel_port::{CallError, ChannelPort, ChargeCall};
+use crate::clock::Clock;
+use crate::money::Money;
+use crate::payment::{
+    CaptureMode, ChargeOutcome, Command, Event, NewPayment, NewRefund, Payment, PaymentStatus,
+    PendingOp, RefundStatus, Rejection, apply, decide,
+};
+use crate::views::{payment_json, refund_json};
+
+/// Delays before re-driving work whose outcome the channel did not give, in order; the
+/// last one repeats until `REDRIVE_ATTEMPTS_MAX`, after which the order waits for its next
+/// activation (or the janitor) and says so in the log.
+const REDRIVE_DELAYS_MS: &[u64] = &[
+    500, 2_000, 5_000, 15_000, 60_000, 300_000, 900_000, 3_600_000,
+];
+const REDRIVE_ATTEMPTS_MAX: u32 = 48;
+/// Callers waiting for one order's outcome; past it they get the current state at once.
+const WAITERS_MAX: usize = 1_024;
+
+/// What every order actor shares.
+pub struct OrderDeps {
+    pub store: Arc<dyn Store>,
+    pub channel: Arc<dyn ChannelPort>,
+    pub clock: Arc<dyn Clock>,
+    pub mailbox_capacity: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OrderError {
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    #[error("merchant_order_id is already used by payment {existing_payment_id}")]
+    DuplicateMerchantOrderId { existing_payment_id: String },
+    #[error("the order was changed concurrently; retry")]
+    Conflict,
+    #[error("temporarily unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The state after a command, and (if asked for) a way to wait until its outcome is known.
+#[derive(Debug)]
+pub struct OrderReply {
+    pub payment: Payment,
+    pub refund_id: Option<String>,
+    pub settled: Option<oneshot::Receiver<Payment>>,
+}
+
+/// Create the order (or, for an existing id asked by the same request, return it).
+#[derive(Message)]
+#[rtype(result = "Result<OrderReply, OrderError>")]
+pub struct Create {
+    pub new: NewPayment,
+    pub card: CardData,
+    pub settle: bool,
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<OrderReply, OrderError>")]
+pub struct Capture {
+    pub merchant_id: String,
+    pub amount: Option<Money>,
+    pub settle: bool,
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<OrderReply, OrderError>")]
+pub struct Cancel {
+    pub merchant_id: String,
+    pub settle: bool,
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<OrderReply, OrderError>")]
+pub struct RefundPayment {
+    pub merchant_id: String,
+    pub refund: NewRefund,
+    pub settle: bool,
+}
+
+/// The current state; `merchant_id: None` is the operators' view.
+#[derive(Message)]
+#[rtype(result = "Result<Payment, OrderError>")]
+pub struct Get {
+    pub merchant_id: Option<String>,
+}
+
+/// A channel's answer, journaled like any command.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Outcome(Command);
+
+/// Told to the order's shard when the actor stops, so it can forget the address.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct OrderStopped {
+    pub id: String,
+}
+
+/// Channel work an order may have in flight; at most one call per item at a time.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Work {
+    Charge,
+    Capture,
+    Cancel,
+    Refund(String),
+}
+
+/// What a waiting caller waits for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Settle {
+    Charge,
+    Pending,
+    Refund(String),
+}
+
+impl Settle {
+    fn is_met(&self, p: &Payment) -> bool {
+        match self {
+            Settle::Charge => p.status != PaymentStatus::Processing,
+            Settle::Pending => p.pending.is_none(),
+            Settle::Refund(id) => p
+                .refund(id)
+                .is_none_or(|r| r.status != RefundStatus::Pending),
+        }
+    }
+}
+
+pub struct PaymentOrder {
+    id: String,
+    deps: Arc<OrderDeps>,
+    state: Option<Payment>,
+    load_failed: bool,
+    waiters: Vec<(Settle, oneshot::Sender<Payment>)>,
+    in_flight: HashSet<Work>,
+    redrive_attempts: u32,
+    redrive_scheduled: bool,
+    on_stop: Option<Recipient<OrderStopped>>,
+}
+
+impl PaymentOrder {
+    pub fn new(id: String, deps: Arc<OrderDeps>, on_stop: Option<Recipient<OrderStopped>>) -> Self {
+        PaymentOrder {
+            id,
+            deps,
+            state: None,
+            load_failed: false,
+            waiters: Vec::new(),
+            in_flight: HashSet::new(),
+            redrive_attempts: 0,
+            redrive_scheduled: false,
+            on_stop,
+        }
+    }
+}
+
+/// Rebuilds an order from its journal.
+pub fn replay(entries: &[JournalEntry]) -> Result<Option<Payment>, String> {
+    let mut state = None;
+    for entry in entries {
+        let event: Event = serde_json::from_str(&entry.body)
+            .map_err(|e| format!("entry {} does not parse: {e}", entry.seq))?;
+        state = Some(apply(state, &event, entry.seq, entry.at_ms).map_err(|e| e.to_string())?);
+    }
+    Ok(state)
+}
+
+impl Actor for PaymentOrder {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(self.deps.mailbox_capacity);
+        let load = self.deps.store.load_journal(&self.id);
+        // `wait`: no message is handled before the journal is replayed.
+        ctx.wait(load.into_actor(self).map(|loaded, act, ctx| {
+            let state = loaded
+                .map_err(|e| e.to_string())
+                .and_then(|entries| replay(&entries));
+            match state {
+                Ok(state) => {
+                    let owed = state.as_ref().is_some_and(Payment::awaits_channel);
+                    act.state = state;
+                    if owed {
+                        act.redrive(ctx);
+                    }
+                }
+                Err(reason) => {
+                    tracing::error!(order_id = %act.id, %reason, "order cannot be loaded");
+                    act.load_failed = true;
+                    ctx.stop();
+                }
+            }
+        }));
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        if let Some(shard) = &self.on_stop {
+            shard.do_send(OrderStopped {
+                id: self.id.clone(),
+            });
+        }
+    }
+}
+
+type Reply = Result<OrderReply, OrderError>;
+
+fn ready<T: 'static>(value: T) -> ResponseActFuture<PaymentOrder, T> {
+    Box::pin(fut::ready(value))
+}
+
+impl PaymentOrder {
+    fn unavailable(&self) -> Option<OrderError> {
+        self.load_failed
+            .then(|| OrderError::Unavailable("the order could not be loaded".into()))
+    }
+
+    /// Owned by someone else → as good as absent.
+    fn check_owner(&self, merchant_id: &str) -> Result<(), OrderError> {
+        match &self.state {
+            Some(p) if p.merchant_id == merchant_id => Ok(()),
+            Some(_) | None => Err(Rejection::NotFound.into()),
+        }
+    }
+
+    /// Decide, journal durably, adopt. Resolves to the new state.
+    fn execute(
+        &mut self,
+        command: Command,
+    ) -> ResponseActFuture<Self, Result<Payment, OrderError>> {
+        let events = match decide(self.state.as_ref(), &command) {
+            Ok(events) => events,
+            Err(rejection) => return ready(Err(rejection.into())),
+        };
+        let Some(current) = self.state.clone().filter(|_| events.is_empty()).map(Ok) else {
+            return self.journal(events);
+        };
+        ready(current)
+    }
+
+    fn journal(
+        &mut self,
+        events: Vec<Event>,
+    ) -> ResponseActFuture<Self, Result<Payment, OrderError>> {
+        let at_ms = self.deps.clock.now_ms();
+        let expected_seq = self.state.as_ref().map_or(0, |p| p.seq);
+        let mut next = self.state.clone();
+        let mut entries = Vec::with_capacity(events.len());
+        for event in &events {
+            let seq = next.as_ref().map_or(1, |p| p.seq + 1);
+            next = match apply(next, event, seq, at_ms) {
+                Ok(p) => Some(p),
+                Err(corrupt) => return ready(Err(OrderError::Internal(corrupt.to_string()))),
+            };
+            let body = match serde_json::to_string(event) {
+                Ok(body) => body,
+                Err(e) => return ready(Err(OrderError::Internal(e.to_string()))),
+            };
+            entries.push(JournalEntry {
+                seq,
+                kind: event.kind().to_string(),
+                body,
+                at_ms,
+            });
+        }
+        let Some(next) = next else {
+            return ready(Err(OrderError::Internal("no event to journal".into())));
+        };
+        let append = Append {
+            order_id: self.id.clone(),
+            expected_seq,
+            entries,
+            payment: Some(payment_row(&next)),
+            refunds: refund_rows(&next, &events),
+        };
+        let write = self.deps.store.append(append);
+        Box::pin(
+            write
+                .into_actor(self)
+                .map(move |written, act, ctx| match written {
+                    Ok(()) => {
+                        act.state = Some(next.clone());
+                        act.start_channel_work(&events, ctx);
+                        act.settle_waiters();
+                        Ok(next)
+                    }
+                    Err(AppendError::DuplicateMerchantOrderId {
+                        existing_payment_id,
+                    }) => Err(OrderError::DuplicateMerchantOrderId {
+                        existing_payment_id,
+                    }),
+                    Err(AppendError::SeqConflict { .. }) => {
+                        // Another writer got there first: this copy is stale, reload on next use.
+                        ctx.stop();
+                        Err(OrderError::Conflict)
+                    }
+                    Err(AppendError::Store(StoreError::Overloaded)) => {
+                        Err(OrderError::Unavailable("the journal is overloaded".into()))
+                    }
+                    Err(AppendError::Store(e)) => {
+                        tracing::error!(order_id = %act.id, error = %e, "journal append failed");
+                        Err(OrderError::Unavailable("the journal is unavailable".into()))
+                    }
+                }),
+        )
+    }
+
+    /// The reply to a command, with a receiver if the caller wants to wait for `settle`.
+    fn reply(
+        &mut self,
+        payment: Payment,
+        settle: Settle,
+        wait: bool,
+        refund_id: Option<String>,
+    ) -> OrderReply {
+        let settled = if wait && !settle.is_met(&payment) && self.waiters.len() < WAITERS_MAX {
+            let (tx, rx) = oneshot::channel();
+            self.waiters.push((settle, tx));
+            Some(rx)
+        } else {
+            None
+        };
+        OrderReply {
+            payment,
+            refund_id,
+            settled,
+        }
+    }
+
+    fn settle_waiters(&mut self) {
+        let Some(p) = &self.state else { return };
+        let (met, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiters)
+            .into_iter()
+            .partition(|(settle, _)| settle.is_met(p));
+        self.waiters = waiting;
+        for (_, tx) in met {
+            // A caller that stopped waiting has dropped its receiver; nothing to tell it.
+            let _ = tx.send(p.clone());
+        }
+    }
+
+    fn start_channel_work(&mut self, events: &[Event], ctx: &mut Context<Self>) {
+        for event in events {
+            match event {
+                Event::CaptureRequested { .. } => self.drive(Work::Capture, ctx),
+                Event::CancelRequested => self.drive(Work::Cancel, ctx),
+                Event::RefundRequested { id, .. } => self.drive(Work::Refund(id.clone()), ctx),
+                Event::Created { .. }
+                | Event::Authorized { .. }
+                | Event::Captured { .. }
+                | Event::Failed { .. }
+                | Event::CaptureFailed { .. }
+                | Event::Canceled
+                | Event::CancelFailed { .. }
+                | Event::RefundSucceeded { .. }
+                | Event::RefundFailed { .. } => {}
+            }
+        }
+    }
+
+    fn charge(&mut self, card: CardData, ctx: &mut Context<Self>) {
+        let Some(p) = &self.state else { return };
+        if !self.in_flight.insert(Work::Charge) {
+            return;
+        }
+        let call = ChargeCall {
+            order_id: p.id.clone(),
+            amount: p.amount,
+            capture: p.capture == CaptureMode::Automatic,
+            card,
+        };
+        let sent = self.deps.channel.charge(call);
+        ctx.spawn(sent.into_actor(self).map(|answer, act, ctx| {
+            act.in_flight.remove(&Work::Charge);
+            let answer = match answer {
+                Ok(outcome) => Ok(Command::ChargeOutcome(outcome)),
+                // The channel refused the charge itself: nothing was taken.
+                Err(CallError::Refused(f)) => {
+                    Ok(Command::ChargeOutcome(ChargeOutcome::Declined(f)))
+                }
+                Err(e) => Err(e),
+            };
+            act.on_answer(answer, ctx);
+        }));
+    }
+
+    /// Sends (again) the channel call for `work`, with the same idempotency key as ever.
+    fn drive(&mut self, work: Work, ctx: &mut Context<Self>) {
+        let Some(p) = &self.state else { return };
+        if self.in_flight.contains(&work) {
+            return;
+        }
+        let channel = &self.deps.channel;
+        let provider_ref = p.provider_ref.clone().unwrap_or_default();
+        let call: futures::future::BoxFuture<'static, Result<Command, CallError>> =
+            match (&work, &p.pending) {
+                (Work::Charge, _) => {
+                    let resolved = channel.resolve(p.id.clone());
+                    Box::pin(async move {
+                        match resolved.await {
+                            Ok(outcome) => Ok(Command::ChargeOutcome(outcome)),
+                            // A refused *query* says nothing about the charge: ask again later.
+                            Err(CallError::Refused(f)) => Err(CallError::Unknown(f.message)),
+                            Err(e) => Err(e),
+                        }
+                    })
+                }
+                (Work::Capture, Some(PendingOp::Capture { amount })) => {
+                    let sent = channel.capture(format!("{}.capture", p.id), provider_ref, *amount);
+                    Box::pin(async move {
+                        match sent.await {
+                            Ok(reference) => Ok(Command::CaptureOutcome(Ok(reference))),
+                            Err(CallError::Refused(f)) => Ok(Command::CaptureOutcome(Err(f))),
+                            Err(e) => Err(e),
+                        }
+                    })
+                }
+                (Work::Cancel, Some(PendingOp::Cancel)) => {
+                    let sent = channel.void(format!("{}.cancel", p.id), provider_ref);
+                    Box::pin(async move {
+                        match sent.await {
+                            Ok(()) => Ok(Command::CancelOutcome(Ok(()))),
+                            Err(CallError::Refused(f)) => Ok(Command::CancelOutcome(Err(f))),
+                            Err(e) => Err(e),
+                        }
+                    })
+                }
+                (Work::Refund(id), _) => {
+                    let Some(refund) = p.refund(id).filter(|r| r.status == RefundStatus::Pending)
+                    else {
+                        return;
+                    };
+                    let refund_id = id.clone();
+                    let sent = channel.refund(refund_id.clone(), provider_ref, refund.amount);
+                    Box::pin(async move {
+                        match sent.await {
+                            Ok(reference) => Ok(Command::RefundOutcome {
+                                refund_id,
+                                result: Ok(reference),
+                            }),
+                            Err(CallError::Refused(f)) => Ok(Command::RefundOutcome {
+                                refund_id,
+                                result: Err(f),
+                            }),
+                            Err(e) => Err(e),
+                        }
+                    })
+                }
+                (Work::Capture | Work::Cancel, _) => return,
+            };
+        self.in_flight.insert(work.clone());
+        ctx.spawn(call.into_actor(self).map(move |answer, act, ctx| {
+            act.in_flight.remove(&work);
+            act.on_answer(answer, ctx);
+        }));
+    }
+
+    fn on_answer(&mut self, answer: Result<Command, CallError>, ctx: &mut Context<Self>) {
+        match answer {
+            Ok(command) => ctx.notify(Outcome(command)),
+            Err(error) => {
+                let reason = match error {
+                    CallError::Refused(failure) => failure.message,
+                    CallError::Unknown(reason) => reason,
+                };
+                tracing::warn!(order_id = %self.id, %reason, "channel outcome unknown; will ask again");
+                self.schedule_redrive(ctx);
+            }
+        }
+    }
+
+    fn schedule_redrive(&mut self, ctx: &mut Context<Self>) {
+        if self.redrive_scheduled {
+            return;
+        }
+        if self.redrive_attempts >= REDRIVE_ATTEMPTS_MAX {
+            tracing::error!(order_id = %self.id, attempts = self.redrive_attempts,
+                "channel outcome still unknown; left for the next activation");
+            return;
+        }
+        let index = (self.redrive_attempts as usize).min(REDRIVE_DELAYS_MS.len() - 1);
+        let delay = Duration::from_millis(REDRIVE_DELAYS_MS[index]);
+        self.redrive_attempts += 1;
+        self.redrive_scheduled = true;
+        ctx.run_later(delay, |act, ctx| {
+            act.redrive_scheduled = false;
+            act.redrive(ctx);
+        });
+    }
+
+    /// Re-drives everything the journal says the channel still owes.
+    fn redrive(&mut self, ctx: &mut Context<Self>) {
+        let Some(p) = &self.state else { return };
+        let mut owed = Vec::new();
+        if p.status == PaymentStatus::Processing {
+            owed.push(Work::Charge);
+        }
+        match &p.pending {
+            Some(PendingOp::Capture { .. }) => owed.push(Work::Capture),
+            Some(PendingOp::Cancel) => owed.push(Work::Cancel),
+            None => {}
+        }
+        owed.extend(
+            p.refunds
+                .iter()
+                .filter(|r| r.status == RefundStatus::Pending)
+                .map(|r| Work::Refund(r.id.clone())),
+        );
+        for work in owed {
+            self.drive(work, ctx);
+        }
+    }
+}
+
+fn payment_row(p: &Payment) -> PaymentRow {
+    PaymentRow {
+        id: p.id.clone(),
+        merchant_id: p.merchant_id.clone(),
+        merchant_order_id: p.merchant_order_id.clone(),
+        status: p.status.as_str().to_string(),
+        created_ms: p.created_ms,
+        body: payment_json(p),
+    }
+}
+
+fn refund_rows(p: &Payment, events: &[Event]) -> Vec<RefundRow> {
+    let touched = events.iter().filter_map(|event| match event {
+        Event::RefundRequested { id, .. } => Some(id),
+        Event::RefundSucceeded { refund_id, .. } | Event::RefundFailed { refund_id, .. } => {
+            Some(refund_id)
+        }
+        Event::Created { .. }
+        | Event::Authorized { .. }
+        | Event::Captured { .. }
+        | Event::Failed { .. }
+        | Event::CaptureRequested { .. }
+        | Event::CaptureFailed { .. }
+        | Event::CancelRequested
+        | Event::Canceled
+        | Event::CancelFailed { .. } => None,
+    });
+    touched
+        .filter_map(|id| p.refund(id))
+        .map(|r| RefundRow {
+            id: r.id.clone(),
+            payment_id: p.id.clone(),
+            merchant_id: p.merchant_id.clone(),
+            status: r.status.as_str().to_string(),
+            created_ms: r.created_ms,
+            body: refund_json(p, r),
+        })
+        .collect()
+}
+
+impl Handler<Create> for PaymentOrder {
+    type Result = AtomicResponse<Self, Reply>;
+
+    fn handle(&mut self, msg: Create, _ctx: &mut Context<Self>) -> Self::Result {
+        if let Some(err) = self.unavailable() {
+            return AtomicResponse::new(ready(Err(err)));
+        }
+        let Create { new, card, settle } = msg;
+        let created =
+            self.execute(Command::Create(new))
+                .map(move |result, act, ctx| match result {
+                    Ok(payment) => {
+                        act.charge(card, ctx);
+                        Ok(act.reply(payment, Settle::Charge, settle, None))
+                    }
+                    Err(OrderError::Rejected(Rejection::Exists { same_request: true })) => {
+                        let payment = act
+                            .state
+                            .clone()
+                            .ok_or(OrderError::Rejected(Rejection::NotFound))?;
+                        Ok(act.reply(payment, Settle::Charge, settle, None))
+                    }
+                    Err(other) => {
+                        if act.state.is_none() {
+                            ctx.stop();
+                        }
+                        Err(other)
+                    }
+                });
+        AtomicResponse::new(Box::pin(created))
+    }
+}
+
+impl PaymentOrder {
+    fn command_reply(
+        &mut self,
+        merchant_id: &str,
+        command: Command,
+        settle: Settle,
+        wait: bool,
+    ) -> AtomicResponse<Self, Reply> {
+        if let Some(err) = self
+            .unavailable()
+            .map(Err)
+            .or_else(|| self.check_owner(merchant_id).err().map(Err))
+        {
+            return AtomicResponse::new(ready(err));
+        }
+        let done = self.execute(command).map(move |result, act, _ctx| {
+            let payment = result?;
+            Ok(act.reply(payment, settle, wait, None))
+        });
+        AtomicResponse::new(Box::pin(done))
+    }
+}
+
+impl Handler<Capture> for PaymentOrder {
+    type Result = AtomicResponse<Self, Reply>;
+
+    fn handle(&mut self, msg: Capture, _ctx: &mut Context<Self>) -> Self::Result {
+        self.command_reply(
+            &msg.merchant_id,
+            Command::Capture { amount: msg.amount },
+            Settle::Pending,
+            msg.settle,
+        )
+    }
+}
+
+impl Handler<Cancel> for PaymentOrder {
+    type Result = AtomicResponse<Self, Reply>;
+
+    fn handle(&mut self, msg: Cancel, _ctx: &mut Context<Self>) -> Self::Result {
+        self.command_reply(
+            &msg.merchant_id,
+            Command::Cancel,
+            Settle::Pending,
+            msg.settle,
+        )
+    }
+}
+
+impl Handler<RefundPayment> for PaymentOrder {
+    type Result = AtomicResponse<Self, Reply>;
+
+    fn handle(&mut self, msg: RefundPayment, _ctx: &mut Context<Self>) -> Self::Result {
+        if let Some(err) = self
+            .unavailable()
+            .map(Err)
+            .or_else(|| self.check_owner(&msg.merchant_id).err().map(Err))
+        {
+            return AtomicResponse::new(ready(err));
+        }
+        let refund_id = msg.refund.id.clone();
+        let settle = Settle::Refund(refund_id.clone());
+        let wait = msg.settle;
+        let done = self
+            .execute(Command::Refund(msg.refund))
+            .map(move |result, act, _ctx| {
+                let payment = match result {
+                    Ok(payment) => payment,
+                    Err(OrderError::Rejected(Rejection::RefundExists { same_request: true })) => {
+                        act.state
+                            .clone()
+                            .ok_or(OrderError::Rejected(Rejection::NotFound))?
+                    }
+                    Err(other) => return Err(other),
+                };
+                Ok(act.reply(payment, settle, wait, Some(refund_id)))
+            });
+        AtomicResponse::new(Box::pin(done))
+    }
+}
+
+impl Handler<Get> for PaymentOrder {
+    type Result = Result<Payment, OrderError>;
+
+    fn handle(&mut self, msg: Get, _ctx: &mut Context<Self>) -> Self::Result {
+        if let Some(err) = self.unavailable() {
+            return Err(err);
+        }
+        if let Some(merchant_id) = &msg.merchant_id {
+            self.check_owner(merchant_id)?;
+        }
+        self.state.clone().ok_or(Rejection::NotFound.into())
+    }
+}
+
+impl Handler<Outcome> for PaymentOrder {
+    type Result = AtomicResponse<Self, ()>;
+
+    fn handle(&mut self, Outcome(command): Outcome, _ctx: &mut Context<Self>) -> Self::Result {
+        let done = self.execute(command).map(|result, act, ctx| match result {
+            Ok(_) => act.redrive_attempts = 0,
+            // A late or duplicate answer to something already decided.
+            Err(OrderError::Rejected(_)) => {}
+            Err(error) => {
+                // Not journaled: the channel will give the same answer to the same key again.
+                tracing::warn!(order_id = %act.id, %error, "channel outcome not journaled; will ask again");
+                act.schedule_redrive(ctx);
+            }
+        });
+        AtomicResponse::new(Box::pin(done))
+    }
+}

@@ -1,0 +1,109 @@
+//! The API objects merchants see (docs/API.md), built from an order's state.
+//!
+//! The same JSON is stored as the order's projection row, so `GET` and list answers come
+//! straight from the store, byte for byte what the order actor last made durable.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::payment::{CaptureMode, Payment, Refund, RefundReason};
+
+#[derive(Serialize)]
+struct CardView<'a> {
+    brand: &'a str,
+    bin: &'a str,
+    last4: &'a str,
+    exp_month: u8,
+    exp_year: u16,
+}
+
+#[derive(Serialize)]
+struct PaymentView<'a> {
+    id: &'a str,
+    object: &'static str,
+    merchant_order_id: &'a str,
+    amount: String,
+    currency: &'static str,
+    method: &'static str,
+    status: &'static str,
+    amount_authorized: String,
+    amount_captured: String,
+    amount_refunded: String,
+    capture: CaptureMode,
+    card: CardView<'a>,
+    failure_code: Option<&'a str>,
+    failure_message: Option<&'a str>,
+    description: Option<&'a str>,
+    created: i64,
+    updated: i64,
+    metadata: &'a BTreeMap<String, String>,
+}
+
+#[derive(Serialize)]
+struct RefundView<'a> {
+    id: &'a str,
+    object: &'static str,
+    payment_id: &'a str,
+    amount: String,
+    currency: &'static str,
+    status: &'static str,
+    reason: Option<RefundReason>,
+    failure_code: Option<&'a str>,
+    created: i64,
+    metadata: &'a BTreeMap<String, String>,
+}
+
+fn unix_s(ms: i64) -> i64 {
+    ms.div_euclid(1_000)
+}
+
+fn to_json(value: &impl Serialize) -> String {
+    // Plain structs of strings and integers always serialise.
+    serde_json::to_string(value).unwrap_or_else(|_| "{}".to_string())
+}
+
+pub fn payment_json(p: &Payment) -> String {
+    let failure = p.failure.as_ref();
+    to_json(&PaymentView {
+        id: &p.id,
+        object: "payment",
+        merchant_order_id: &p.merchant_order_id,
+        amount: p.amount.to_string(),
+        currency: p.currency().code(),
+        method: p.method.as_str(),
+        status: p.status.as_str(),
+        amount_authorized: p.amount_authorized.to_string(),
+        amount_captured: p.amount_captured.to_string(),
+        amount_refunded: p.amount_refunded.to_string(),
+        capture: p.capture,
+        card: CardView {
+            brand: &p.card.brand,
+            bin: &p.card.bin,
+            last4: &p.card.last4,
+            exp_month: p.card.exp_month,
+            exp_year: p.card.exp_year,
+        },
+        failure_code: failure.map(|f| f.code.as_str()),
+        failure_message: failure.map(|f| f.message.as_str()),
+        description: p.description.as_deref(),
+        created: unix_s(p.created_ms),
+        updated: unix_s(p.updated_ms),
+        metadata: &p.metadata,
+    })
+}
+
+pub fn refund_json(p: &Payment, r: &Refund) -> String {
+    to_json(&RefundView {
+        id: &r.id,
+        object: "refund",
+        payment_id: &p.id,
+        amount: r.amount.to_string(),
+        currency: p.currency().code(),
+        status: r.status.as_str(),
+        reason: r.reason,
+        failure_code: r.failure.as_ref().map(|f| f.code.as_str()),
+        created: unix_s(r.created_ms),
+        metadata: &r.metadata,
+    })
+}

@@ -1,0 +1,672 @@
+//! The sandbox's ledger: charges, charge operations (captures, voids), refunds and tombstones,
+//! in SQLite (a WAL file, or memory).
+//!
+//! This is a test double, so one connection behind one mutex serialises every ledger call.
+//! That makes each check-and-write trivially atomic: a key is looked up and the row inserted
+//! in one `IMMEDIATE` transaction under the lock, so twenty concurrent requests with one key
+//! yield one charge. The table constraints repeat the invariants
+//! (`0 <= refunded <= captured <= amount`, unique keys) so a bug here fails loudly instead of
+//! moving money that does not exist.
+//!
+//! Card data: only the BIN, the last four digits and a salted SHA-256 of the PAN (to recognise
+//! "the same request" on a replayed key) are stored. The salt is drawn once per ledger and kept
+//! in it, so the hash column alone is not a PAN lookup table. The CVC is never stored.
+
+use std::path::Path;
+
+use parking_lot::Mutex;
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use sha2::{Digest, Sha256};
+
+use super::SandboxError;
+use crate::card::signature::now_unix_s;
+
+const SALT_BYTES: usize = 16;
+/// How long a writer waits for the file lock held by another process (e.g. a second sandbox
+/// pointed at the same file) before failing.
+const BUSY_TIMEOUT_MS: u64 = 5_000;
+/// How many rows `GET /sandbox/ledger` returns per table, newest first.
+pub(crate) const SNAPSHOT_ROWS_MAX: u32 = 10_000;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (
+    name  TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS charges (
+    seq               INTEGER PRIMARY KEY AUTOINCREMENT,
+    charge_id         TEXT    NOT NULL UNIQUE,
+    idempotency_key   TEXT    NOT NULL UNIQUE,
+    amount_minor      INTEGER NOT NULL CHECK (amount_minor > 0),
+    currency          TEXT    NOT NULL,
+    pan_fingerprint   TEXT    NOT NULL,
+    card_bin          TEXT    NOT NULL CHECK (length(card_bin) = 6),
+    card_last4        TEXT    NOT NULL CHECK (length(card_last4) = 4),
+    capture_requested INTEGER NOT NULL,
+    status            TEXT    NOT NULL CHECK (status IN ('succeeded', 'authorized', 'declined')),
+    decline_code      TEXT,
+    captured_minor    INTEGER NOT NULL DEFAULT 0,
+    refunded_minor    INTEGER NOT NULL DEFAULT 0,
+    voided            INTEGER NOT NULL DEFAULT 0,
+    created_unix_s    INTEGER NOT NULL,
+    CHECK (0 <= refunded_minor AND refunded_minor <= captured_minor
+           AND captured_minor <= amount_minor)
+);
+CREATE TABLE IF NOT EXISTS charge_operations (
+    idempotency_key TEXT    PRIMARY KEY,
+    charge_id       TEXT    NOT NULL REFERENCES charges (charge_id),
+    kind            TEXT    NOT NULL CHECK (kind IN ('capture', 'void')),
+    amount_minor    INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS refunds (
+    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+    refund_id       TEXT    NOT NULL UNIQUE,
+    idempotency_key TEXT    NOT NULL UNIQUE,
+    charge_id       TEXT    NOT NULL REFERENCES charges (charge_id),
+    amount_minor    INTEGER NOT NULL CHECK (amount_minor > 0),
+    status          TEXT    NOT NULL CHECK (status IN ('succeeded', 'failed')),
+    failure_code    TEXT,
+    created_unix_s  INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tombstones (
+    idempotency_key TEXT    PRIMARY KEY,
+    created_unix_s  INTEGER NOT NULL
+);
+";
+
+const CHARGE_COLUMNS: &str = "charge_id, idempotency_key, amount_minor, currency, card_bin, \
+    card_last4, status, decline_code, captured_minor, refunded_minor, voided, created_unix_s, \
+    pan_fingerprint, capture_requested";
+
+const REFUND_COLUMNS: &str =
+    "refund_id, idempotency_key, charge_id, amount_minor, status, failure_code, created_unix_s";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ChargeStatus {
+    Succeeded,
+    Authorized,
+    Declined,
+}
+
+impl ChargeStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            ChargeStatus::Succeeded => "succeeded",
+            ChargeStatus::Authorized => "authorized",
+            ChargeStatus::Declined => "declined",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RefundStatus {
+    Succeeded,
+    Failed,
+}
+
+/// A charge row, without its PAN fingerprint.
+#[derive(Debug, Clone)]
+pub(crate) struct ChargeRecord {
+    pub charge_id: String,
+    pub idempotency_key: String,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub card_bin: String,
+    pub card_last4: String,
+    pub status: ChargeStatus,
+    pub decline_code: Option<String>,
+    pub captured_minor: i64,
+    pub refunded_minor: i64,
+    pub voided: bool,
+    pub created_unix_s: i64,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct RefundRecord {
+    pub refund_id: String,
+    pub idempotency_key: String,
+    pub charge_id: String,
+    pub amount_minor: i64,
+    pub status: RefundStatus,
+    pub failure_code: Option<String>,
+    pub created_unix_s: i64,
+}
+
+/// What the issuer (the test-card table) decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Decision {
+    Approve,
+    Decline(&'static str),
+}
+
+/// A charge to record. `pan` is only hashed.
+pub(crate) struct NewCharge<'a> {
+    pub idempotency_key: &'a str,
+    pub amount_minor: i64,
+    pub currency: &'a str,
+    pub pan: &'a str,
+    pub capture: bool,
+    pub decision: Decision,
+}
+
+/// Why a ledger call refused. The HTTP mapping lives in `routes`.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LedgerError {
+    #[error("this idempotency key was used for a different request")]
+    KeyReused,
+    #[error("this idempotency key was resolved as never charged and cannot be used")]
+    KeyBlocked,
+    #[error("no such charge")]
+    ChargeNotFound,
+    #[error("only an uncaptured, unvoided authorisation can be captured")]
+    NotCapturable,
+    #[error("only an uncaptured, unvoided authorisation can be voided")]
+    NotVoidable,
+    #[error("the capture amount exceeds the authorised amount")]
+    AmountExceedsAuthorized,
+    #[error("the refund currency is not the charge's currency")]
+    CurrencyMismatch,
+    #[error("ledger storage failed: {0}")]
+    Storage(#[from] rusqlite::Error),
+}
+
+pub(crate) struct Ledger {
+    /// One connection for the whole sandbox (see the module docs).
+    connection: Mutex<Connection>,
+    salt: [u8; SALT_BYTES],
+}
+
+impl Ledger {
+    /// Opens (and creates, migrates) the ledger at `path`, or in memory when `None`.
+    pub(crate) fn open(path: Option<&Path>) -> Result<Self, SandboxError> {
+        let connection = match path {
+            Some(path) => {
+                let connection = Connection::open(path)?;
+                connection.pragma_update(None, "journal_mode", "WAL")?;
+                // NORMAL in WAL mode survives a crash of the process, which is what the tests
+                // restart; a power cut may lose the last commits of this test double.
+                connection.pragma_update(None, "synchronous", "NORMAL")?;
+                connection
+            }
+            None => Connection::open_in_memory()?,
+        };
+        connection.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
+        connection.pragma_update(None, "foreign_keys", "ON")?;
+        connection.execute_batch(SCHEMA)?;
+        let salt = load_or_create_salt(&connection)?;
+        Ok(Self {
+            connection: Mutex::new(connection),
+            salt,
+        })
+    }
+
+    /// Records a charge, or returns the one already recorded under its key.
+    pub(crate) fn create_charge(&self, new: &NewCharge<'_>) -> Result<ChargeRecord, LedgerError> {
+        let fingerprint = self.pan_fingerprint(new.pan);
+        let mut connection = self.connection.lock();
+        let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let blocked: bool = tx
+            .query_row(
+                "SELECT 1 FROM tombstones WHERE idempotency_key = ?1",
+                [new.idempotency_key],
+                |_| Ok(true),
+            )
+            .optional()?
+            .unwrap_or(false);
+        if blocked {
+            return Err(LedgerError::KeyBlocked);
+        }
+        if let Some((existing, stored_fingerprint, stored_capture)) =
+            charge_by_key_with_fingerprint(&tx, new.idempotency_key)?
+        {
+            let same = existing.amount_minor == new.amount_minor
+                && existing.currency == new.currency
+                && stored_fingerprint == fingerprint
+                && stored_capture == new.capture;
+            return if same {
+                Ok(existing)
+            } else {
+                Err(LedgerError::KeyReused)
+            };
+        }
+        let (status, decline_code, captured_minor) = match new.decision {
+            Decision::Approve if new.capture => (ChargeStatus::Succeeded, None, new.amount_minor),
+            Decision::Approve => (ChargeStatus::Authorized, None, 0),
+            Decision::Decline(code) => (ChargeStatus::Declined, Some(code), 0),
+        };
+        let charge_id = self.derive_id("ch_", "charge", new.idempotency_key);
+        // `pan` was validated as 12–19 ASCII digits by the caller, so these slices are in bounds.
+        let bin = &new.pan[..6];
+        let last4 = &new.pan[new.pan.len() - 4..];
+        tx.execute(
+            "INSERT INTO charges (charge_id, idempotency_key, amount_minor, currency, \
+             pan_fingerprint, card_bin, card_last4, capture_requested, status, decline_code, \
+             captured_minor, created_unix_s) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            params![
+                charge_id,
+                new.idempotency_key,
+                new.amount_minor,
+                new.currency,
+                fingerprint,
+                bin,
+                last4,
+                new.capture,
+                status.as_str(),
+                decline_code,
+                captured_minor,
+                unix_now()
+            ],
+        )?;
+        let record = charge_by_id(&tx, &charge_id)?.ok_or_else(vanished)?;
+        tx.commit()?;
+        Ok(record)
+    }
+
+    /// Captures `amount_minor` of an authorisation; a replayed key returns the charge as it is.
+    pub(crate) fn capture(
+        &self,
+        idempotency_key: &str,
+        charge_id: &str,
+        amount_minor: i64,
+    ) -> Result<ChargeRecord, LedgerError> {
+        let mut connection = self.connection.lock();
+        let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if let Some(replayed) =
+            replay_operation(&tx, idempotency_key, charge_id, "capture", amount_minor)?
+        {
+            return Ok(replayed);
+        }
+        let charge = charge_by_id(&tx, charge_id)?.ok_or(LedgerError::ChargeNotFound)?;
+        if charge.status != ChargeStatus::Authorized || charge.voided || charge.captured_minor != 0
+        {
+            return Err(LedgerError::NotCapturable);
+        }
+        if amount_minor > charge.amount_minor {
+            return Err(LedgerError::AmountExceedsAuthorized);
+        }
+        tx.execute(
+            "UPDATE charges SET status = 'succeeded', captured_minor = ?2 WHERE charge_id = ?1",
+            params![charge_id, amount_minor],
+        )?;
+        record_operation(&tx, idempotency_key, charge_id, "capture", amount_minor)?;
+        let after = charge_by_id(&tx, charge_id)?.ok_or_else(vanished)?;
+        assert_charge_invariants(&after);
+        tx.commit()?;
+        Ok(after)
+    }
+
+    /// Voids an uncaptured authorisation; a replayed key returns the charge as it is.
+    pub(crate) fn void(
+        &self,
+        idempotency_key: &str,
+        charge_id: &str,
+    ) -> Result<ChargeRecord, LedgerError> {
+        let mut connection = self.connection.lock();
+        let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if let Some(replayed) = replay_operation(&tx, idempotency_key, charge_id, "void", 0)? {
+            return Ok(replayed);
+        }
+        let charge = charge_by_id(&tx, charge_id)?.ok_or(LedgerError::ChargeNotFound)?;
+        if charge.status != ChargeStatus::Authorized || charge.voided || charge.captured_minor != 0
+        {
+            return Err(LedgerError::NotVoidable);
+        }
+        tx.execute(
+            "UPDATE charges SET voided = 1 WHERE charge_id = ?1",
+            [charge_id],
+        )?;
+        record_operation(&tx, idempotency_key, charge_id, "void", 0)?;
+        let after = charge_by_id(&tx, charge_id)?.ok_or_else(vanished)?;
+        tx.commit()?;
+        Ok(after)
+    }
+
+    /// Refunds `amount_minor` of a charge if what is left of its capture covers it, and
+    /// records a failed refund otherwise. A replayed key returns the first refund.
+    pub(crate) fn refund(
+        &self,
+        idempotency_key: &str,
+        charge_id: &str,
+        amount_minor: i64,
+        currency: Option<&str>,
+    ) -> Result<RefundRecord, LedgerError> {
+        let mut connection = self.connection.lock();
+        let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if let Some(existing) = refund_by_key(&tx, idempotency_key)? {
+            return if existing.charge_id == charge_id && existing.amount_minor == amount_minor {
+                Ok(existing)
+            } else {
+                Err(LedgerError::KeyReused)
+            };
+        }
+        let charge = charge_by_id(&tx, charge_id)?.ok_or(LedgerError::ChargeNotFound)?;
+        if currency.is_some_and(|currency| currency != charge.currency) {
+            return Err(LedgerError::CurrencyMismatch);
+        }
+        // The new refunded total, if what is left of the capture covers this refund.
+        let refunded_total = charge
+            .refunded_minor
+            .checked_add(amount_minor)
+            .filter(|total| *total <= charge.captured_minor);
+        let (status, failure_code) = match refunded_total {
+            Some(total) => {
+                tx.execute(
+                    "UPDATE charges SET refunded_minor = ?2 WHERE charge_id = ?1",
+                    params![charge_id, total],
+                )?;
+                ("succeeded", None)
+            }
+            None => ("failed", Some("amount_exceeds_captured")),
+        };
+        let refund_id = self.derive_id("rf_", "refund", idempotency_key);
+        tx.execute(
+            "INSERT INTO refunds (refund_id, idempotency_key, charge_id, amount_minor, status, \
+             failure_code, created_unix_s) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                refund_id,
+                idempotency_key,
+                charge_id,
+                amount_minor,
+                status,
+                failure_code,
+                unix_now()
+            ],
+        )?;
+        let after = charge_by_id(&tx, charge_id)?.ok_or_else(vanished)?;
+        assert_charge_invariants(&after);
+        let refund = refund_by_key(&tx, idempotency_key)?.ok_or_else(vanished)?;
+        tx.commit()?;
+        Ok(refund)
+    }
+
+    /// The charge under `idempotency_key`, or `None` after tombstoning the key.
+    pub(crate) fn resolve(
+        &self,
+        idempotency_key: &str,
+    ) -> Result<Option<ChargeRecord>, LedgerError> {
+        let mut connection = self.connection.lock();
+        let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if let Some((charge, _, _)) = charge_by_key_with_fingerprint(&tx, idempotency_key)? {
+            return Ok(Some(charge));
+        }
+        tx.execute(
+            "INSERT OR IGNORE INTO tombstones (idempotency_key, created_unix_s) VALUES (?1, ?2)",
+            params![idempotency_key, unix_now()],
+        )?;
+        tx.commit()?;
+        Ok(None)
+    }
+
+    pub(crate) fn charge(&self, charge_id: &str) -> Result<ChargeRecord, LedgerError> {
+        let connection = self.connection.lock();
+        charge_by_id(&connection, charge_id)?.ok_or(LedgerError::ChargeNotFound)
+    }
+
+    /// Up to [`SNAPSHOT_ROWS_MAX`] charges and refunds, oldest first.
+    pub(crate) fn snapshot(&self) -> Result<(Vec<ChargeRecord>, Vec<RefundRecord>), LedgerError> {
+        let connection = self.connection.lock();
+        let mut charges_query = connection.prepare(&format!(
+            "SELECT {CHARGE_COLUMNS} FROM charges ORDER BY seq LIMIT ?1"
+        ))?;
+        let charges = charges_query
+            .query_map([SNAPSHOT_ROWS_MAX], |row| {
+                read_charge(row).map(|(charge, _, _)| charge)
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut refunds_query = connection.prepare(&format!(
+            "SELECT {REFUND_COLUMNS} FROM refunds ORDER BY seq LIMIT ?1"
+        ))?;
+        let refunds = refunds_query
+            .query_map([SNAPSHOT_ROWS_MAX], read_refund)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((charges, refunds))
+    }
+
+    fn pan_fingerprint(&self, pan: &str) -> String {
+        let mut hasher = Sha256::new();
+        hasher.update(self.salt);
+        hasher.update(pan.as_bytes());
+        hex::encode(hasher.finalize())
+    }
+
+    /// Ids are derived from the (unique) key, so a replay can never mint a second id.
+    fn derive_id(&self, prefix: &str, kind: &str, idempotency_key: &str) -> String {
+        let mut hasher = Sha256::new();
+        hasher.update(self.salt);
+        hasher.update(kind.as_bytes());
+        hasher.update([0]);
+        hasher.update(idempotency_key.as_bytes());
+        let digest = hex::encode(hasher.finalize());
+        format!("{prefix}{}", &digest[..24])
+    }
+}
+
+fn load_or_create_salt(connection: &Connection) -> Result<[u8; SALT_BYTES], SandboxError> {
+    let stored: Option<Vec<u8>> = connection
+        .query_row("SELECT value FROM meta WHERE name = 'salt'", [], |row| {
+            row.get(0)
+        })
+        .optional()?;
+    if let Some(stored) = stored
+        && let Ok(salt) = <[u8; SALT_BYTES]>::try_from(stored.as_slice())
+    {
+        return Ok(salt);
+    }
+    let mut salt = [0u8; SALT_BYTES];
+    getrandom::fill(&mut salt).map_err(|error| SandboxError::Entropy(error.to_string()))?;
+    connection.execute(
+        "INSERT OR REPLACE INTO meta (name, value) VALUES ('salt', ?1)",
+        [salt.as_slice()],
+    )?;
+    Ok(salt)
+}
+
+/// A row read back inside the transaction that wrote (or replayed) it is missing: the storage
+/// is broken, which is a 500, not a 404.
+fn vanished() -> LedgerError {
+    LedgerError::Storage(rusqlite::Error::QueryReturnedNoRows)
+}
+
+fn unix_now() -> i64 {
+    i64::try_from(now_unix_s()).unwrap_or(i64::MAX)
+}
+
+/// The ledger's bounds, checked after every change that moves money. The table `CHECK`
+/// repeats them, so a violation would also abort the transaction.
+fn assert_charge_invariants(charge: &ChargeRecord) {
+    assert!(
+        0 <= charge.refunded_minor,
+        "refunded below zero: {}",
+        charge.charge_id
+    );
+    assert!(
+        charge.refunded_minor <= charge.captured_minor,
+        "refunded above captured: {}",
+        charge.charge_id
+    );
+    assert!(
+        charge.captured_minor <= charge.amount_minor,
+        "captured above amount: {}",
+        charge.charge_id
+    );
+}
+
+fn replay_operation(
+    connection: &Connection,
+    idempotency_key: &str,
+    charge_id: &str,
+    kind: &str,
+    amount_minor: i64,
+) -> Result<Option<ChargeRecord>, LedgerError> {
+    let existing: Option<(String, String, i64)> = connection
+        .query_row(
+            "SELECT charge_id, kind, amount_minor FROM charge_operations WHERE idempotency_key = ?1",
+            [idempotency_key],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )
+        .optional()?;
+    match existing {
+        None => Ok(None),
+        Some((stored_charge, stored_kind, stored_amount))
+            if stored_charge == charge_id
+                && stored_kind == kind
+                && stored_amount == amount_minor =>
+        {
+            Ok(Some(
+                charge_by_id(connection, charge_id)?.ok_or_else(vanished)?,
+            ))
+        }
+        Some(_) => Err(LedgerError::KeyReused),
+    }
+}
+
+fn record_operation(
+    connection: &Connection,
+    idempotency_key: &str,
+    charge_id: &str,
+    kind: &str,
+    amount_minor: i64,
+) -> Result<(), LedgerError> {
+    connection.execute(
+        "INSERT INTO charge_operations (idempotency_key, charge_id, kind, amount_minor) \
+         VALUES (?1, ?2, ?3, ?4)",
+        params![idempotency_key, charge_id, kind, amount_minor],
+    )?;
+    Ok(())
+}
+
+fn charge_by_id(
+    connection: &Connection,
+    charge_id: &str,
+) -> Result<Option<ChargeRecord>, LedgerError> {
+    Ok(connection
+        .query_row(
+            &format!("SELECT {CHARGE_COLUMNS} FROM charges WHERE charge_id = ?1"),
+            [charge_id],
+            read_charge,
+        )
+        .optional()?
+        .map(|(charge, _, _)| charge))
+}
+
+fn charge_by_key_with_fingerprint(
+    connection: &Connection,
+    idempotency_key: &str,
+) -> Result<Option<(ChargeRecord, String, bool)>, LedgerError> {
+    Ok(connection
+        .query_row(
+            &format!("SELECT {CHARGE_COLUMNS} FROM charges WHERE idempotency_key = ?1"),
+            [idempotency_key],
+            read_charge,
+        )
+        .optional()?)
+}
+
+fn refund_by_key(
+    connection: &Connection,
+    idempotency_key: &str,
+) -> Result<Option<RefundRecord>, LedgerError> {
+    Ok(connection
+        .query_row(
+            &format!("SELECT {REFUND_COLUMNS} FROM refunds WHERE idempotency_key = ?1"),
+            [idempotency_key],
+            read_refund,
+        )
+        .optional()?)
+}
+
+fn read_charge(row: &Row<'_>) -> rusqlite::Result<(ChargeRecord, String, bool)> {
+    let status: String = row.get(6)?;
+    let status = match status.as_str() {
+        "succeeded" => ChargeStatus::Succeeded,
+        "authorized" => ChargeStatus::Authorized,
+        "declined" => ChargeStatus::Declined,
+        _ => return Err(unknown_text(6)),
+    };
+    let record = ChargeRecord {
+        charge_id: row.get(0)?,
+        idempotency_key: row.get(1)?,
+        amount_minor: row.get(2)?,
+        currency: row.get(3)?,
+        card_bin: row.get(4)?,
+        card_last4: row.get(5)?,
+        status,
+        decline_code: row.get(7)?,
+        captured_minor: row.get(8)?,
+        refunded_minor: row.get(9)?,
+        voided: row.get(10)?,
+        created_unix_s: row.get(11)?,
+    };
+    Ok((record, row.get(12)?, row.get(13)?))
+}
+
+fn read_refund(row: &Row<'_>) -> rusqlite::Result<RefundRecord> {
+    let status: String = row.get(4)?;
+    let status = match status.as_str() {
+        "succeeded" => RefundStatus::Succeeded,
+        "failed" => RefundStatus::Failed,
+        _ => return Err(unknown_text(4)),
+    };
+    Ok(RefundRecord {
+        refund_id: row.get(0)?,
+        idempotency_key: row.get(1)?,
+        charge_id: row.get(2)?,
+        amount_minor: row.get(3)?,
+        status,
+        failure_code: row.get(5)?,
+        created_unix_s: row.get(6)?,
+    })
+}
+
+fn unknown_text(column: usize) -> rusqlite::Error {
+    rusqlite::Error::InvalidColumnType(column, String::from("status"), rusqlite::types::Type::Text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new_charge<'a>(key: &'a str, pan: &'a str, capture: bool) -> NewCharge<'a> {
+        NewCharge {
+            idempotency_key: key,
+            amount_minor: 1_000,
+            currency: "USD",
+            pan,
+            capture,
+            decision: Decision::Approve,
+        }
+    }
+
+    #[test]
+    fn the_ledger_never_stores_the_pan() {
+        let ledger = Ledger::open(None).expect("in-memory ledger");
+        ledger
+            .create_charge(&new_charge("k1", "4242424242424242", true))
+            .expect("charge");
+        let connection = ledger.connection.lock();
+        let dump: Vec<String> = connection
+            .prepare("SELECT quote(charge_id) || quote(pan_fingerprint) || card_bin || card_last4 FROM charges")
+            .expect("query")
+            .query_map([], |row| row.get(0))
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("read");
+        assert_eq!(dump.len(), 1);
+        assert!(!dump[0].contains("4242424242424242"));
+    }
+
+    #[test]
+    fn a_replayed_key_with_another_pan_is_refused() {
+        let ledger = Ledger::open(None).expect("in-memory ledger");
+        let first = ledger
+            .create_charge(&new_charge("k1", "4242424242424242", true))
+            .expect("charge");
+        let again = ledger
+            .create_charge(&new_charge("k1", "4242424242424242", true))
+            .expect("replay");
+        assert_eq!(first.charge_id, again.charge_id);
+        let other = ledger.create_charge(&new_charge("k1", "5555555555554444", true));
+        assert!(matches!(other, Err(LedgerError::KeyReused)));
+    }
+}

@@ -1,0 +1,23 @@
+//! The `kassa` binary's library: the hyper front-end, authentication, idempotency, the admin
+//! API, and the wiring of the actor system. `main.rs` only parses the command line, loads the
+//! settings, binds and calls [`server::run`].
+//!
+//! # Layout
+//! - `server.rs`      — start-up, the accept loop, graceful shutdown, crash recovery scan.
+//! - `router.rs`      — method + path → route; body limit, auth and idempotency around every call.
+//! - `routes/`        — one file per resource: `payments.rs`, `refunds.rs`, `admin.rs`.
+//! - `http/`          — the error object (`error.rs`), merchant signatures and the admin token
+//!   (`auth.rs`), bounded bodies (`body.rs`), strict JSON fields (`fields.rs`).
+//! - `idempotency.rs` — `Idempotency-Key`: in-progress guard, durable replay, key reuse.
+//! - `merchants.rs`   — merchant creation and the cache of their unsealed secrets.
+//! - `crypto.rs`      — the master key and sealed secrets, ids, HMAC.
+//! - `app.rs`         — the shared state and `ask`, which talks to an order actor with a deadline.
+
+pub mod app;
+pub mod crypto;
+pub mod http;
+pub mod idempotency;
+pub mod merchants;
+pub mod router;
+pub mod routes;
+pub mod server;

@@ -1,0 +1,195 @@
+//! From an HTTP request to a route: method and path, body limit, authentication,
+//! idempotency, then the handler. Every failure becomes the error object; a panic in a
+//! handler becomes a 500, never a dropped connection.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::FutureExt;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+
+use crate::app::App;
+use crate::http::error::{ApiError, json_response};
+use crate::http::{auth, body};
+use crate::idempotency::{Begin, fingerprint};
+use crate::routes::{Answer, admin, payments, refunds};
+
+enum Endpoint<'a> {
+    CreatePayment,
+    ListPayments,
+    GetPayment(&'a str),
+    CapturePayment(&'a str),
+    CancelPayment(&'a str),
+    CreateRefund,
+    GetRefund(&'a str),
+}
+
+fn route_not_found() -> ApiError {
+    ApiError::invalid(StatusCode::NOT_FOUND, "route_not_found", "no such route")
+}
+
+fn method_not_allowed(allowed: &str) -> ApiError {
+    ApiError::invalid(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("use {allowed} here"),
+    )
+}
+
+fn endpoint<'a>(method: &Method, segments: &[&'a str]) -> Result<Endpoint<'a>, ApiError> {
+    let only = |allowed: Method, e: Endpoint<'a>| {
+        if method == allowed {
+            Ok(e)
+        } else {
+            Err(method_not_allowed(allowed.as_str()))
+        }
+    };
+    match segments {
+        ["payments"] if method == Method::GET => Ok(Endpoint::ListPayments),
+        ["payments"] => only(Method::POST, Endpoint::CreatePayment),
+        ["payments", id] => only(Method::GET, Endpoint::GetPayment(id)),
+        ["payments", id, "capture"] => only(Method::POST, Endpoint::CapturePayment(id)),
+        ["payments", id, "cancel"] => only(Method::POST, Endpoint::CancelPayment(id)),
+        ["refunds"] => only(Method::POST, Endpoint::CreateRefund),
+        ["refunds", id] => only(Method::GET, Endpoint::GetRefund(id)),
+        _ => Err(route_not_found()),
+    }
+}
+
+pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let deadline = Duration::from_millis(app.settings.http.request_timeout_ms);
+    let routed =
+        tokio::time::timeout(deadline, AssertUnwindSafe(route(&app, req)).catch_unwind()).await;
+    let response = match routed {
+        Ok(Ok(Ok(response))) => response,
+        Ok(Ok(Err(error))) => error.into_response(),
+        Ok(Err(_panic)) => {
+            tracing::error!(%method, %path, "request handler panicked");
+            ApiError::internal().into_response()
+        }
+        Err(_elapsed) => {
+            ApiError::unavailable("overloaded", "the request took too long; retry").into_response()
+        }
+    };
+    tracing::info!(%method, %path, status = response.status().as_u16(),
+        latency_us = started.elapsed().as_micros() as u64, "request");
+    response
+}
+
+async fn route(app: &App, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, ApiError> {
+    let (parts, incoming) = req.into_parts();
+    let path = parts.uri.path();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let declared_len = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let limit = app.settings.http.body_limit_bytes;
+    match segments.as_slice() {
+        ["healthz"] => match parts.method {
+            Method::GET => Ok(json_response(
+                StatusCode::OK,
+                Bytes::from_static(br#"{"status":"ok"}"#),
+            )),
+            _ => Err(method_not_allowed("GET")),
+        },
+        ["admin", "merchants"] => {
+            if parts.method != Method::POST {
+                return Err(method_not_allowed("POST"));
+            }
+            auth::admin(&parts.headers, &app.settings.admin.token)?;
+            let body = body::read_limited(incoming, declared_len, limit).await?;
+            let (status, body) = admin::create_merchant(app, &body).await?;
+            Ok(json_response(status, body))
+        }
+        ["v1", rest @ ..] => {
+            let endpoint = endpoint(&parts.method, rest)?;
+            let body = body::read_limited(incoming, declared_len, limit).await?;
+            let path_and_query = parts.uri.path_and_query().map_or(path, |pq| pq.as_str());
+            let merchant = auth::merchant(
+                &app.merchants,
+                &parts.headers,
+                parts.method.as_str(),
+                path_and_query,
+                &body,
+                app.now_ms().div_euclid(1_000),
+                app.settings.http.signature_window_s,
+            )
+            .await?;
+            let key = parts
+                .headers
+                .get("idempotency-key")
+                .map(|v| v.to_str().unwrap_or("\u{0}"));
+            let key = key.filter(|_| parts.method == Method::POST);
+            let Some(key) = key else {
+                let (status, body) =
+                    dispatch(app, &merchant, endpoint, &body, None, parts.uri.query()).await?;
+                return Ok(json_response(status, body));
+            };
+            let fp = fingerprint(parts.method.as_str(), path_and_query, &body);
+            match app.idempotency.begin(&merchant.id, key, fp).await? {
+                Begin::Replay { status, body } => Ok(replayed(status, body)),
+                Begin::Fresh(guard) => {
+                    let answer = dispatch(app, &merchant, endpoint, &body, Some(key), None).await;
+                    let (status, body) = match answer {
+                        Ok(ok) => ok,
+                        // Errors that say what is wrong with the request are answers too.
+                        Err(e) => (e.status, e.body()),
+                    };
+                    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+                        // Not kept: the same key may be retried. Preserve Retry-After.
+                        let mut response = json_response(status, body);
+                        response.headers_mut().insert(header::RETRY_AFTER, 1.into());
+                        return Ok(response);
+                    }
+                    let (status, body, was_replay) = app
+                        .idempotency
+                        .finish(guard, status, body, app.now_ms())
+                        .await?;
+                    Ok(if was_replay {
+                        replayed(status, body)
+                    } else {
+                        json_response(status, body)
+                    })
+                }
+            }
+        }
+        _ => Err(route_not_found()),
+    }
+}
+
+fn replayed(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
+    let mut response = json_response(status, body);
+    response.headers_mut().insert(
+        "idempotent-replayed",
+        header::HeaderValue::from_static("true"),
+    );
+    response
+}
+
+async fn dispatch(
+    app: &App,
+    merchant: &crate::merchants::Merchant,
+    endpoint: Endpoint<'_>,
+    body: &[u8],
+    key: Option<&str>,
+    query: Option<&str>,
+) -> Answer {
+    match endpoint {
+        Endpoint::CreatePayment => payments::create(app, merchant, body, key).await,
+        Endpoint::ListPayments => payments::list(app, merchant, query).await,
+        Endpoint::GetPayment(id) => payments::retrieve(app, merchant, id).await,
+        Endpoint::CapturePayment(id) => payments::capture(app, merchant, id, body).await,
+        Endpoint::CancelPayment(id) => payments::cancel(app, merchant, id, body).await,
+        Endpoint::CreateRefund => refunds::create(app, merchant, body, key).await,
+        Endpoint::GetRefund(id) => refunds::retrieve(app, merchant, id).await,
+    }
+}

@@ -1,0 +1,364 @@
+//! `/v1/payments`: create, retrieve, list, capture, cancel.
+
+use http::StatusCode;
+use kassa_actors::money::{Currency, Money};
+use kassa_actors::payment::{
+    CaptureMode, CardSummary, Method, NewPayment, Payment, PaymentStatus, PendingOp,
+};
+use kassa_actors::payment_order::{Cancel, Capture, Create, Get};
+use kassa_actors::views::payment_json;
+use kassa_channels::card::CardData;
+use kassa_channels::error::CardDataError;
+use kassa_store::ListQuery;
+
+use crate::app::App;
+use crate::crypto::{derived_id, random_id};
+use crate::http::error::ApiError;
+use crate::http::fields::Fields;
+use crate::merchants::Merchant;
+use crate::routes::{Answer, list_body};
+
+pub const MERCHANT_ORDER_ID_CHARS_MAX: usize = 128;
+pub const DESCRIPTION_CHARS_MAX: usize = 1_000;
+
+/// Largest single card payment, in major units, by the currency's exponent.
+fn card_limit_major(currency: Currency) -> i64 {
+    match currency.exponent() {
+        0 => 100_000_000,
+        3 => 100_000,
+        _ => 1_000_000,
+    }
+}
+
+struct CreateRequest {
+    new: NewPayment,
+    card: CardData,
+    is_async: bool,
+    wait_ms: u64,
+}
+
+/// (year, month) of a unix time, UTC (Howard Hinnant's civil-from-days).
+fn year_month(unix_s: i64) -> (i64, i64) {
+    let days = unix_s.div_euclid(86_400) + 719_468;
+    let era = days.div_euclid(146_097);
+    let doe = days - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month)
+}
+
+fn card_error(e: CardDataError) -> ApiError {
+    match e {
+        CardDataError::InvalidNumber => {
+            ApiError::unprocessable("card_number_invalid", "the card number is not valid")
+                .with_param("card.number")
+        }
+        CardDataError::InvalidExpiry => ApiError::unprocessable(
+            "card_expiry_invalid",
+            "exp_month must be 1-12 and exp_year four digits",
+        )
+        .with_param("card.exp_month"),
+        CardDataError::InvalidCvc => {
+            ApiError::unprocessable("card_cvc_invalid", "the CVC must be 3 or 4 digits")
+                .with_param("card.cvc")
+        }
+    }
+}
+
+fn parse_create(
+    app: &App,
+    merchant: &Merchant,
+    body: &[u8],
+    key: Option<&str>,
+) -> Result<CreateRequest, ApiError> {
+    let Some(mut f) = Fields::parse(body, false)? else {
+        return Err(ApiError::bad_request(
+            "invalid_json",
+            "the request body is empty",
+        ));
+    };
+    let amount = f.amount("amount", true)?.unwrap_or_default();
+    let currency = f.required_string("currency")?;
+    let merchant_order_id = f
+        .bounded_string("merchant_order_id", MERCHANT_ORDER_ID_CHARS_MAX, true)?
+        .unwrap_or_default();
+    let method = f.string("method")?;
+    let capture = f.string("capture")?;
+    let card = f.object("card")?;
+    let is_async = f.boolean("async")?.unwrap_or(false);
+    let wait_ms = f.unsigned("wait_ms")?;
+    let description = f.bounded_string("description", DESCRIPTION_CHARS_MAX, false)?;
+    let metadata = f.metadata()?;
+    f.finish()?;
+    let Some(mut card) = card else {
+        return Err(ApiError::bad_request("missing_field", "card is required").with_param("card"));
+    };
+    let number = card.required_string("number")?;
+    let exp_month = card.unsigned("exp_month")?;
+    let exp_year = card.unsigned("exp_year")?;
+    let cvc = card.required_string("cvc")?;
+    card.finish()?;
+    let (Some(exp_month), Some(exp_year)) = (exp_month, exp_year) else {
+        return Err(ApiError::bad_request(
+            "missing_field",
+            "card.exp_month and card.exp_year are required",
+        )
+        .with_param("card.exp_month"));
+    };
+
+    let currency =
+        Currency::from_code(&currency).map_err(|e| ApiError::from(e).with_param("currency"))?;
+    let amount = Money::parse_positive(&amount, currency)?;
+    let method = match method.as_deref() {
+        None | Some("card") => Method::Card,
+        Some(other) => {
+            let shown: String = other.chars().take(32).collect();
+            return Err(ApiError::unprocessable(
+                "method_unsupported",
+                format!("method '{shown}' is not supported"),
+            )
+            .with_param("method"));
+        }
+    };
+    let limit = card_limit_major(currency);
+    if amount.minor_units() > limit.saturating_mul(10_i64.pow(currency.exponent())) {
+        return Err(ApiError::unprocessable(
+            "amount_over_limit",
+            format!("card payments are limited to {limit} {currency}"),
+        )
+        .with_param("amount"));
+    }
+    let capture = match capture.as_deref() {
+        None | Some("automatic") => CaptureMode::Automatic,
+        Some("manual") => CaptureMode::Manual,
+        Some(_) => {
+            return Err(ApiError::unprocessable(
+                "value_invalid",
+                "capture must be 'automatic' or 'manual'",
+            )
+            .with_param("capture"));
+        }
+    };
+    let wait_ms = app.wait_ms(wait_ms)?;
+    let exp_month = u8::try_from(exp_month).unwrap_or(u8::MAX);
+    let exp_year = u16::try_from(exp_year).unwrap_or(u16::MAX);
+    let card = CardData::new(&number, exp_month, exp_year, &cvc).map_err(card_error)?;
+    if !card.is_luhn_valid() {
+        return Err(card_error(CardDataError::InvalidNumber));
+    }
+    let (year, month) = year_month(app.now_ms().div_euclid(1_000));
+    if (i64::from(exp_year), i64::from(exp_month)) < (year, month) {
+        return Err(
+            ApiError::unprocessable("card_expired", "the card has expired")
+                .with_param("card.exp_year"),
+        );
+    }
+    let id = match key {
+        Some(key) => derived_id("pay_", &["payment", &merchant.id, key]),
+        None => random_id("pay_").map_err(|_| ApiError::internal())?,
+    };
+    let new = NewPayment {
+        id,
+        merchant_id: merchant.id.clone(),
+        merchant_order_id,
+        amount,
+        method,
+        capture,
+        card: CardSummary {
+            brand: card.brand().to_string(),
+            bin: card.bin().to_string(),
+            last4: card.last4().to_string(),
+            exp_month,
+            exp_year,
+        },
+        description,
+        metadata,
+        fingerprint: crate::crypto::sha256_hex(&[body]),
+    };
+    Ok(CreateRequest {
+        new,
+        card,
+        is_async,
+        wait_ms,
+    })
+}
+
+fn payment_answer(payment: &Payment, done: bool, done_status: StatusCode) -> Answer {
+    let status = if done {
+        done_status
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((status, payment_json(payment).into()))
+}
+
+pub async fn create(app: &App, merchant: &Merchant, body: &[u8], key: Option<&str>) -> Answer {
+    let request = parse_create(app, merchant, body, key)?;
+    let id = request.new.id.clone();
+    let settle = !request.is_async;
+    let reply = app
+        .ask(
+            &id,
+            Create {
+                new: request.new,
+                card: request.card,
+                settle,
+            },
+        )
+        .await?;
+    let payment = if request.is_async {
+        reply.payment
+    } else {
+        app.settle(reply, request.wait_ms).await
+    };
+    let done = payment.status != PaymentStatus::Processing;
+    payment_answer(&payment, done && !request.is_async, StatusCode::CREATED)
+}
+
+pub async fn retrieve(app: &App, merchant: &Merchant, id: &str) -> Answer {
+    match app.store.get_payment(id).await? {
+        Some(row) if row.merchant_id == merchant.id => Ok((StatusCode::OK, row.body.into())),
+        Some(_) | None => Err(ApiError::not_found("payment", id)),
+    }
+}
+
+pub fn list_query(query: Option<&str>) -> Result<ListQuery, ApiError> {
+    let mut out = ListQuery {
+        limit: 10,
+        starting_after: None,
+        ending_before: None,
+    };
+    let bad = |message: String| ApiError::bad_request("invalid_query", message);
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match name {
+            "limit" => {
+                out.limit = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=100).contains(n))
+                    .ok_or_else(|| bad("limit must be a whole number from 1 to 100".into()))?
+            }
+            "starting_after" if !value.is_empty() => out.starting_after = Some(value.to_string()),
+            "ending_before" if !value.is_empty() => out.ending_before = Some(value.to_string()),
+            other => {
+                let shown: String = other.chars().take(32).collect();
+                return Err(bad(format!("unknown or empty query parameter '{shown}'")));
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub async fn list(app: &App, merchant: &Merchant, query: Option<&str>) -> Answer {
+    let page = app
+        .store
+        .list_payments(&merchant.id, list_query(query)?)
+        .await?;
+    Ok((
+        StatusCode::OK,
+        list_body(page.rows.into_iter().map(|row| row.body), page.has_more),
+    ))
+}
+
+/// The payment as the order actor holds it (404 for another merchant's).
+async fn current(app: &App, merchant: &Merchant, id: &str) -> Result<Payment, ApiError> {
+    app.ask(
+        id,
+        Get {
+            merchant_id: Some(merchant.id.clone()),
+        },
+    )
+    .await
+    .map_err(|e| {
+        if e.code == "resource_missing" {
+            ApiError::not_found("payment", id)
+        } else {
+            e
+        }
+    })
+}
+
+fn settled_ops(payment: &Payment) -> bool {
+    match payment.pending {
+        None => true,
+        Some(PendingOp::Capture { .. } | PendingOp::Cancel) => false,
+    }
+}
+
+pub async fn capture(app: &App, merchant: &Merchant, id: &str, body: &[u8]) -> Answer {
+    let payment = current(app, merchant, id).await?;
+    let (amount, wait_ms) = match Fields::parse(body, true)? {
+        None => (None, None),
+        Some(mut f) => {
+            let amount = f.amount("amount", false)?;
+            let wait_ms = f.unsigned("wait_ms")?;
+            f.finish()?;
+            (amount, wait_ms)
+        }
+    };
+    let amount = amount
+        .map(|a| Money::parse_positive(&a, payment.currency()))
+        .transpose()?;
+    let wait_ms = app.wait_ms(wait_ms)?;
+    let reply = app
+        .ask(
+            id,
+            Capture {
+                merchant_id: merchant.id.clone(),
+                amount,
+                settle: true,
+            },
+        )
+        .await?;
+    let payment = app.settle(reply, wait_ms).await;
+    payment_answer(&payment, settled_ops(&payment), StatusCode::OK)
+}
+
+pub async fn cancel(app: &App, merchant: &Merchant, id: &str, body: &[u8]) -> Answer {
+    current(app, merchant, id).await?;
+    let wait_ms = match Fields::parse(body, true)? {
+        None => None,
+        Some(mut f) => {
+            let wait_ms = f.unsigned("wait_ms")?;
+            f.finish()?;
+            wait_ms
+        }
+    };
+    let wait_ms = app.wait_ms(wait_ms)?;
+    let reply = app
+        .ask(
+            id,
+            Cancel {
+                merchant_id: merchant.id.clone(),
+                settle: true,
+            },
+        )
+        .await?;
+    let payment = app.settle(reply, wait_ms).await;
+    payment_answer(&payment, settled_ops(&payment), StatusCode::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(year_month(0), (1970, 1));
+        assert_eq!(year_month(1_795_000_000), (2026, 11));
+        assert_eq!(year_month(951_782_400), (2000, 2)); // 2000-02-29
+    }
+
+    #[test]
+    fn list_query_bounds() {
+        assert_eq!(list_query(Some("limit=5")).unwrap().limit, 5);
+        assert!(list_query(Some("limit=0")).is_err());
+        assert!(list_query(Some("limit=101")).is_err());
+        assert!(list_query(Some("colour=red")).is_err());
+        assert_eq!(list_query(None).unwrap().limit, 10);
+    }
+}

@@ -1,0 +1,156 @@
+//! Opening connections and creating or migrating the schema.
+//!
+//! The schema version lives in `PRAGMA user_version`. Version 0 is an empty file;
+//! each migration moves the file one version up inside one transaction, so a
+//! crash mid-migration leaves the previous version intact.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+
+use super::backend;
+use crate::{StoreError, StoreResult};
+
+/// The schema version this code writes and reads.
+pub(super) const SCHEMA_VERSION: i64 = 1;
+
+/// Prepared statements kept per connection; the backend uses fewer than this.
+const STATEMENT_CACHE_CAPACITY: usize = 32;
+
+/// Version 0 → 1: the journal, the projections, merchants and idempotency records.
+const MIGRATION_1: &str = "
+CREATE TABLE journal (
+    order_id TEXT NOT NULL,
+    seq      INTEGER NOT NULL CHECK (seq >= 1),
+    kind     TEXT NOT NULL,
+    body     TEXT NOT NULL,
+    at_ms    INTEGER NOT NULL,
+    PRIMARY KEY (order_id, seq)
+) WITHOUT ROWID;
+
+CREATE TABLE payments (
+    id                TEXT PRIMARY KEY NOT NULL,
+    merchant_id       TEXT NOT NULL,
+    merchant_order_id TEXT NOT NULL,
+    status            TEXT NOT NULL,
+    created_ms        INTEGER NOT NULL,
+    body              TEXT NOT NULL,
+    UNIQUE (merchant_id, merchant_order_id)
+);
+CREATE INDEX payments_by_merchant_newest ON payments (merchant_id, created_ms DESC, id DESC);
+CREATE INDEX payments_by_status ON payments (status, created_ms, id);
+
+CREATE TABLE refunds (
+    id          TEXT PRIMARY KEY NOT NULL,
+    payment_id  TEXT NOT NULL REFERENCES payments (id),
+    merchant_id TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    created_ms  INTEGER NOT NULL,
+    body        TEXT NOT NULL
+);
+CREATE INDEX refunds_by_payment ON refunds (payment_id);
+
+CREATE TABLE merchants (
+    id                    TEXT PRIMARY KEY NOT NULL,
+    name                  TEXT NOT NULL,
+    secret_sealed         BLOB NOT NULL,
+    webhook_url           TEXT,
+    webhook_secret_sealed BLOB NOT NULL,
+    created_ms            INTEGER NOT NULL
+);
+
+CREATE TABLE idempotency (
+    merchant_id TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    status      INTEGER NOT NULL,
+    body        BLOB NOT NULL,
+    created_ms  INTEGER NOT NULL,
+    PRIMARY KEY (merchant_id, key)
+);
+CREATE INDEX idempotency_by_created ON idempotency (created_ms);
+";
+
+/// Migrations in order: `MIGRATIONS[n]` moves the schema from version `n` to `n + 1`.
+const MIGRATIONS: [&str; 1] = [MIGRATION_1];
+
+/// Opens the one read-write connection: WAL, `synchronous=FULL`, foreign keys,
+/// and the schema brought up to [`SCHEMA_VERSION`].
+pub(super) fn open_writer(path: &Path, busy_timeout_ms: u64) -> StoreResult<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)
+        .map_err(|e| backend(format!("open {} for writing", path.display()), e))?;
+    conn.busy_timeout(Duration::from_millis(busy_timeout_ms))
+        .map_err(|e| backend("set busy_timeout", e))?;
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+        .map_err(|e| backend("set journal_mode=WAL", e))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Backend(format!(
+            "{}: SQLite refused WAL mode (journal_mode is {mode})",
+            path.display()
+        )));
+    }
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(|e| backend("set synchronous=FULL", e))?;
+    conn.pragma_update(None, "foreign_keys", true)
+        .map_err(|e| backend("set foreign_keys=ON", e))?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
+    migrate(&conn, path)?;
+    Ok(conn)
+}
+
+/// Opens one read-only connection. Call after [`open_writer`]: the file, its
+/// WAL and its shared-memory index must already exist.
+pub(super) fn open_reader(path: &Path, busy_timeout_ms: u64) -> StoreResult<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)
+        .map_err(|e| backend(format!("open {} for reading", path.display()), e))?;
+    conn.busy_timeout(Duration::from_millis(busy_timeout_ms))
+        .map_err(|e| backend("set busy_timeout", e))?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
+    let version = user_version(&conn)?;
+    if version != SCHEMA_VERSION {
+        return Err(StoreError::Corrupt(format!(
+            "{}: reader sees schema version {version}, expected {SCHEMA_VERSION}",
+            path.display()
+        )));
+    }
+    Ok(conn)
+}
+
+fn user_version(conn: &Connection) -> StoreResult<i64> {
+    conn.pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(|e| backend("read user_version", e))
+}
+
+/// Applies every migration the file lacks, one transaction each.
+fn migrate(conn: &Connection, path: &Path) -> StoreResult<()> {
+    let found = user_version(conn)?;
+    if !(0..=SCHEMA_VERSION).contains(&found) {
+        return Err(StoreError::Corrupt(format!(
+            "{}: schema version {found} is not one this build knows (0..={SCHEMA_VERSION})",
+            path.display()
+        )));
+    }
+    // `found` is in 0..=SCHEMA_VERSION, so the loop runs at most MIGRATIONS.len() times.
+    for version in found..SCHEMA_VERSION {
+        let index = usize::try_from(version)
+            .map_err(|_| StoreError::Corrupt(format!("schema version {version} out of range")))?;
+        let sql = MIGRATIONS.get(index).ok_or_else(|| {
+            StoreError::Corrupt(format!("no migration from schema version {version}"))
+        })?;
+        let next = version + 1;
+        let batch = format!("BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version = {next};\nCOMMIT;");
+        if let Err(e) = conn.execute_batch(&batch) {
+            // Leave the file at `version`; a failed ROLLBACK means nothing was open.
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(backend(format!("migrate schema {version} -> {next}"), e));
+        }
+    }
+    debug_assert_eq!(user_version(conn).ok(), Some(SCHEMA_VERSION));
+    Ok(())
+}

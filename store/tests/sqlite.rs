@@ -1,0 +1,771 @@
+//! The SQLite backend against the `Store` contract: the real file, the real
+//! writer thread, the real read pool.
+//!
+//! Tests that need the writer stuck hold SQLite's write lock from a second
+//! connection ([`WriteLock`]): the writer then waits inside `BEGIN IMMEDIATE`
+//! (for up to its busy timeout) while the test queues writes behind it.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use futures::future::{BoxFuture, join_all};
+use kassa_store::sqlite::{SqliteConfig, SqliteStore};
+use kassa_store::{
+    Append, AppendError, IdempotencyRecord, JournalEntry, ListQuery, MerchantRecord, PaymentRow,
+    RefundRow, Store, StoreError,
+};
+use tempfile::TempDir;
+
+const MERCHANT: &str = "mch_1";
+
+fn config(dir: &TempDir) -> SqliteConfig {
+    // A missing parent directory: `open` must create it.
+    let mut config = SqliteConfig::new(dir.path().join("nested/data/kassa.db"));
+    config.busy_timeout_ms = 30_000;
+    config
+}
+
+fn open(dir: &TempDir) -> SqliteStore {
+    SqliteStore::open(config(dir)).expect("open store")
+}
+
+fn entry(seq: u64) -> JournalEntry {
+    JournalEntry {
+        seq,
+        kind: format!("kind_{seq}"),
+        body: format!("{{\"seq\":{seq}}}"),
+        at_ms: 1_000 + i64::try_from(seq % 1_000_000).expect("small"),
+    }
+}
+
+fn payment(id: &str, merchant_order_id: &str, status: &str, created_ms: i64) -> PaymentRow {
+    PaymentRow {
+        id: id.to_owned(),
+        merchant_id: MERCHANT.to_owned(),
+        merchant_order_id: merchant_order_id.to_owned(),
+        status: status.to_owned(),
+        created_ms,
+        body: format!("{{\"id\":\"{id}\",\"status\":\"{status}\"}}"),
+    }
+}
+
+/// The first append of a new order whose payment has the same id as the order.
+fn create(order_id: &str, merchant_order_id: &str, created_ms: i64) -> Append {
+    Append {
+        order_id: order_id.to_owned(),
+        expected_seq: 0,
+        entries: vec![entry(1)],
+        payment: Some(payment(
+            order_id,
+            merchant_order_id,
+            "processing",
+            created_ms,
+        )),
+        refunds: Vec::new(),
+    }
+}
+
+fn idempotency(key: &str, fingerprint: &str, created_ms: i64) -> IdempotencyRecord {
+    IdempotencyRecord {
+        merchant_id: MERCHANT.to_owned(),
+        key: key.to_owned(),
+        fingerprint: fingerprint.to_owned(),
+        status: 201,
+        body: fingerprint.as_bytes().to_vec(),
+        created_ms,
+    }
+}
+
+fn merchant(id: &str) -> MerchantRecord {
+    MerchantRecord {
+        id: id.to_owned(),
+        name: format!("Merchant {id}"),
+        secret_sealed: vec![1, 2, 3],
+        webhook_url: Some("https://example.test/hook".to_owned()),
+        webhook_secret_sealed: vec![4, 5],
+        created_ms: 7,
+    }
+}
+
+/// Polls `condition` until it holds; fails the test after a deadline.
+async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// SQLite's write lock, held from a second connection to keep the writer waiting.
+struct WriteLock(rusqlite::Connection);
+
+impl WriteLock {
+    fn hold(path: &Path) -> Self {
+        let conn = rusqlite::Connection::open(path).expect("open blocker connection");
+        conn.execute_batch("BEGIN IMMEDIATE")
+            .expect("take the write lock");
+        Self(conn)
+    }
+
+    fn release(self) {
+        self.0
+            .execute_batch("ROLLBACK")
+            .expect("release the write lock");
+    }
+}
+
+/// Holds the write lock and parks the writer on it with one `plug` write, so
+/// every write queued afterwards waits in the queue until the lock is released.
+async fn park_writer(store: &SqliteStore, path: &Path) -> (WriteLock, BoxFuture<'static, ()>) {
+    let lock = WriteLock::hold(path);
+    let plug = store.append(create("pay_plug", "plug", 1));
+    wait_for("the writer to take the plug", || {
+        store.stats().queue_depth == 0
+    })
+    .await;
+    let plug = plug.map(|result| result.expect("plug append")).boxed();
+    (lock, plug)
+}
+
+fn store_path(dir: &TempDir) -> PathBuf {
+    config(dir).path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn append_then_load_round_trips() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let mut first = create("pay_1", "order-1", 100);
+    first.entries.push(entry(2));
+    store.append(first.clone()).await.unwrap();
+
+    assert_eq!(store.load_journal("pay_1").await.unwrap(), first.entries);
+    assert_eq!(store.get_payment("pay_1").await.unwrap(), first.payment);
+
+    let refund = RefundRow {
+        id: "re_1".to_owned(),
+        payment_id: "pay_1".to_owned(),
+        merchant_id: MERCHANT.to_owned(),
+        status: "pending".to_owned(),
+        created_ms: 200,
+        body: "{\"id\":\"re_1\"}".to_owned(),
+    };
+    let second = Append {
+        order_id: "pay_1".to_owned(),
+        expected_seq: 2,
+        entries: vec![entry(3)],
+        payment: Some(payment("pay_1", "order-1", "succeeded", 100)),
+        refunds: vec![refund.clone()],
+    };
+    store.append(second).await.unwrap();
+
+    let journal = store.load_journal("pay_1").await.unwrap();
+    assert_eq!(journal.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
+    let stored = store.get_payment("pay_1").await.unwrap().unwrap();
+    assert_eq!(stored.status, "succeeded");
+    assert_eq!(store.get_refund("re_1").await.unwrap(), Some(refund));
+    assert_eq!(store.load_journal("pay_unknown").await.unwrap(), []);
+    assert_eq!(store.get_payment("pay_unknown").await.unwrap(), None);
+    assert_eq!(store.get_refund("re_unknown").await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seq_conflict_writes_nothing() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let original = create("pay_1", "order-1", 100);
+    store.append(original.clone()).await.unwrap();
+
+    let mut stale = create("pay_1", "order-1", 100);
+    stale.payment = Some(payment("pay_1", "order-1", "failed", 100));
+    let err = store.append(stale).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            AppendError::SeqConflict { ref order_id, expected_seq: 0, current_seq: 1 }
+                if order_id == "pay_1"
+        ),
+        "{err:?}"
+    );
+    assert_eq!(store.load_journal("pay_1").await.unwrap(), original.entries);
+    assert_eq!(store.get_payment("pay_1").await.unwrap(), original.payment);
+
+    let ahead = Append {
+        expected_seq: 5,
+        entries: vec![entry(6)],
+        ..create("pay_1", "order-1", 100)
+    };
+    let err = store.append(ahead).await.unwrap_err();
+    assert!(
+        matches!(err, AppendError::SeqConflict { current_seq: 1, .. }),
+        "{err:?}"
+    );
+    assert_eq!(store.load_journal("pay_1").await.unwrap(), original.entries);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misnumbered_entries_are_rejected() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let cases = [
+        vec![entry(1), entry(3)],
+        vec![entry(2)],
+        vec![entry(1), entry(1)],
+    ];
+    for entries in cases {
+        let append = Append {
+            entries,
+            ..create("pay_1", "order-1", 100)
+        };
+        let err = store.append(append).await.unwrap_err();
+        assert!(
+            matches!(err, AppendError::Store(StoreError::Corrupt(_))),
+            "{err:?}"
+        );
+    }
+    // A seq SQLite's INTEGER cannot hold is refused before it reaches the writer.
+    let too_far = Append {
+        expected_seq: u64::MAX - 1,
+        entries: vec![entry(u64::MAX)],
+        ..create("pay_1", "order-1", 100)
+    };
+    let err = store.append(too_far).await.unwrap_err();
+    assert!(
+        matches!(err, AppendError::Store(StoreError::Corrupt(_))),
+        "{err:?}"
+    );
+    assert_eq!(store.load_journal("pay_1").await.unwrap(), []);
+    assert_eq!(store.get_payment("pay_1").await.unwrap(), None);
+    assert_eq!(store.stats().writes, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_merchant_order_id_returns_existing_payment() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    store.append(create("pay_1", "order-1", 100)).await.unwrap();
+
+    let err = store
+        .append(create("pay_2", "order-1", 200))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, AppendError::DuplicateMerchantOrderId { ref existing_payment_id }
+            if existing_payment_id == "pay_1"),
+        "{err:?}"
+    );
+    assert_eq!(store.load_journal("pay_2").await.unwrap(), []);
+    assert_eq!(store.get_payment("pay_2").await.unwrap(), None);
+    assert_eq!(store.load_journal("pay_1").await.unwrap(), [entry(1)]);
+
+    // The same merchant_order_id under another merchant is another order.
+    let mut other = create("pay_3", "order-1", 300);
+    if let Some(p) = other.payment.as_mut() {
+        p.merchant_id = "mch_2".to_owned();
+    }
+    store.append(other).await.unwrap();
+    // Updating the existing payment keeps its own merchant_order_id: no conflict.
+    let update = Append {
+        expected_seq: 1,
+        entries: vec![entry(2)],
+        ..create("pay_1", "order-1", 100)
+    };
+    store.append(update).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_request_does_not_fail_its_batch_neighbours() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    store
+        .append(create("pay_taken", "order-taken", 1))
+        .await
+        .unwrap();
+    let before = store.stats();
+
+    let (lock, plug) = park_writer(&store, &store_path(&dir)).await;
+    let mut appends = Vec::new();
+    for i in 0..100 {
+        appends.push(store.append(create(&format!("pay_{i}"), &format!("order-{i}"), i)));
+        if i == 40 {
+            // Stale seq on an existing order.
+            appends.push(store.append(create("pay_taken", "order-taken", 1)));
+        }
+        if i == 60 {
+            // Another order under a taken merchant_order_id.
+            appends.push(store.append(create("pay_dup", "order-taken", 2)));
+        }
+    }
+    lock.release();
+    plug.await;
+    let results = join_all(appends).await;
+
+    let failed: Vec<_> = results.iter().filter(|r| r.is_err()).collect();
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert!(
+        matches!(results[41], Err(AppendError::SeqConflict { .. })),
+        "{:?}",
+        results[41]
+    );
+    assert!(
+        matches!(
+            results[62],
+            Err(AppendError::DuplicateMerchantOrderId { .. })
+        ),
+        "{:?}",
+        results[62]
+    );
+    for i in 0..100 {
+        let journal = store.load_journal(&format!("pay_{i}")).await.unwrap();
+        assert_eq!(journal, [entry(1)], "pay_{i}");
+    }
+    assert_eq!(store.load_journal("pay_taken").await.unwrap(), [entry(1)]);
+    assert_eq!(store.load_journal("pay_dup").await.unwrap(), []);
+    // The 100 good appends shared one commit with the two failures; the plug had its own.
+    let after = store.stats();
+    assert_eq!(after.commits - before.commits, 2, "{after:?}");
+    assert_eq!(after.writes - before.writes, 101, "{after:?}");
+    assert_eq!(after.batch_writes_max, 100, "{after:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_commit_batches_concurrent_appends() {
+    const TASKS: usize = 100;
+    const APPENDS_PER_TASK: usize = 20;
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    // Each task is one order actor: it appends, waits for durability, appends again.
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|task| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let order_id = format!("pay_{task}");
+                for seq in 1..=APPENDS_PER_TASK as u64 {
+                    let append = Append {
+                        order_id: order_id.clone(),
+                        expected_seq: seq - 1,
+                        entries: vec![entry(seq)],
+                        payment: None,
+                        refunds: Vec::new(),
+                    };
+                    store.append(append).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in join_all(tasks).await {
+        task.unwrap();
+    }
+
+    let stats = store.stats();
+    let writes = (TASKS * APPENDS_PER_TASK) as u64;
+    assert_eq!(stats.writes, writes, "{stats:?}");
+    assert!(
+        stats.commits * 5 <= stats.writes,
+        "too little batching: {stats:?}"
+    );
+    assert!(stats.batch_writes_max > 1, "{stats:?}");
+    assert_eq!(stats.queue_depth, 0, "{stats:?}");
+    let journal = store.load_journal("pay_7").await.unwrap();
+    assert_eq!(journal.len(), APPENDS_PER_TASK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_survives_close_and_reopen() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    store.append(create("pay_1", "order-1", 100)).await.unwrap();
+    store.put_merchant(merchant("mch_1")).await.unwrap();
+    store
+        .put_idempotency(idempotency("key-1", "fp-1", 5))
+        .await
+        .unwrap();
+    store.shutdown().await.unwrap();
+    drop(store);
+
+    let store = open(&dir);
+    assert_eq!(store.load_journal("pay_1").await.unwrap(), [entry(1)]);
+    assert_eq!(
+        store.get_payment("pay_1").await.unwrap(),
+        create("pay_1", "order-1", 100).payment
+    );
+    assert_eq!(
+        store.get_merchant("mch_1").await.unwrap(),
+        Some(merchant("mch_1"))
+    );
+    assert_eq!(
+        store.get_idempotency(MERCHANT, "key-1").await.unwrap(),
+        Some(idempotency("key-1", "fp-1", 5))
+    );
+    // The journal continues where it stopped.
+    let next = Append {
+        expected_seq: 1,
+        entries: vec![entry(2)],
+        ..create("pay_1", "order-1", 100)
+    };
+    store.append(next).await.unwrap();
+    // Dropping the last handle (no shutdown) also commits and closes cleanly.
+    drop(store);
+
+    let store = open(&dir);
+    assert_eq!(
+        store.load_journal("pay_1").await.unwrap(),
+        [entry(1), entry(2)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_schema_is_refused() {
+    let dir = TempDir::new().unwrap();
+    open(&dir).shutdown().await.unwrap();
+    let conn = rusqlite::Connection::open(store_path(&dir)).unwrap();
+    conn.pragma_update(None, "user_version", 2).unwrap();
+    drop(conn);
+    let err = SqliteStore::open(config(&dir)).unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_payments_pages_newest_first() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    // Seven payments; ties on created_ms are ordered by id. Newest first:
+    // g(70) f(60) e(50) d(50) c(50) b(20) a(10)
+    let created = [
+        ("a", 10),
+        ("b", 20),
+        ("c", 50),
+        ("d", 50),
+        ("e", 50),
+        ("f", 60),
+        ("g", 70),
+    ];
+    let appends = created
+        .iter()
+        .map(|(id, ms)| store.append(create(&format!("pay_{id}"), id, *ms)));
+    for result in join_all(appends).await {
+        result.unwrap();
+    }
+    let mut foreign = create("pay_x", "x", 55);
+    if let Some(p) = foreign.payment.as_mut() {
+        p.merchant_id = "mch_2".to_owned();
+    }
+    store.append(foreign).await.unwrap();
+
+    let list = |starting_after: Option<&str>, ending_before: Option<&str>| {
+        let query = ListQuery {
+            limit: 3,
+            starting_after: starting_after.map(|id| format!("pay_{id}")),
+            ending_before: ending_before.map(|id| format!("pay_{id}")),
+        };
+        let page = store.list_payments(MERCHANT, query);
+        async move {
+            let page = page.await.unwrap();
+            let ids: Vec<String> = page.rows.iter().map(|p| p.id[4..].to_owned()).collect();
+            (ids.join(""), page.has_more)
+        }
+    };
+    assert_eq!(list(None, None).await, ("gfe".to_owned(), true));
+    assert_eq!(list(Some("e"), None).await, ("dcb".to_owned(), true));
+    assert_eq!(list(Some("b"), None).await, ("a".to_owned(), false));
+    assert_eq!(list(Some("a"), None).await, (String::new(), false));
+    // Backwards: still newest first, has_more looks further back (newer).
+    assert_eq!(list(None, Some("a")).await, ("dcb".to_owned(), true));
+    assert_eq!(list(None, Some("d")).await, ("gfe".to_owned(), false));
+    assert_eq!(list(None, Some("f")).await, ("g".to_owned(), false));
+    assert_eq!(list(None, Some("g")).await, (String::new(), false));
+    // Both cursors: the rows strictly between.
+    assert_eq!(list(Some("f"), Some("b")).await, ("edc".to_owned(), false));
+
+    let unknown = ListQuery {
+        limit: 3,
+        starting_after: Some("pay_nope".to_owned()),
+        ending_before: None,
+    };
+    let err = store.list_payments(MERCHANT, unknown).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::UnknownCursor(ref id) if id == "pay_nope"),
+        "{err:?}"
+    );
+    // Another merchant's payment is not a cursor for this one.
+    let foreign_cursor = ListQuery {
+        limit: 3,
+        starting_after: None,
+        ending_before: Some("pay_x".to_owned()),
+    };
+    let err = store
+        .list_payments(MERCHANT, foreign_cursor)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::UnknownCursor(_)), "{err:?}");
+    let other = store.list_payments(
+        "mch_2",
+        ListQuery {
+            limit: 10,
+            ..ListQuery::default()
+        },
+    );
+    let other = other.await.unwrap();
+    assert_eq!(other.rows.len(), 1);
+    assert!(!other.has_more);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payment_ids_in_status_oldest_first() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    for (id, ms) in [("pay_c", 30), ("pay_a", 10), ("pay_b", 20), ("pay_d", 40)] {
+        store.append(create(id, id, ms)).await.unwrap();
+    }
+    let succeed = Append {
+        expected_seq: 1,
+        entries: vec![entry(2)],
+        payment: Some(payment("pay_b", "pay_b", "succeeded", 20)),
+        ..create("pay_b", "pay_b", 20)
+    };
+    store.append(succeed).await.unwrap();
+
+    let processing = store.payment_ids_in_status("processing", 10).await.unwrap();
+    assert_eq!(processing, ["pay_a", "pay_c", "pay_d"]);
+    let first_two = store.payment_ids_in_status("processing", 2).await.unwrap();
+    assert_eq!(first_two, ["pay_a", "pay_c"]);
+    assert_eq!(
+        store.payment_ids_in_status("succeeded", 10).await.unwrap(),
+        ["pay_b"]
+    );
+    assert!(
+        store
+            .payment_ids_in_status("failed", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_insert_if_absent_keeps_the_earlier_record() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let first = idempotency("key-1", "fp-first", 10);
+    assert_eq!(store.put_idempotency(first.clone()).await.unwrap(), first);
+    let second = idempotency("key-1", "fp-second", 20);
+    assert_eq!(store.put_idempotency(second).await.unwrap(), first);
+    assert_eq!(
+        store.get_idempotency(MERCHANT, "key-1").await.unwrap(),
+        Some(first)
+    );
+
+    // Keys are per merchant.
+    let other = IdempotencyRecord {
+        merchant_id: "mch_2".to_owned(),
+        ..idempotency("key-1", "fp-other", 30)
+    };
+    assert_eq!(store.put_idempotency(other.clone()).await.unwrap(), other);
+    assert_eq!(
+        store.get_idempotency("mch_2", "key-1").await.unwrap(),
+        Some(other)
+    );
+    assert_eq!(
+        store.get_idempotency(MERCHANT, "key-2").await.unwrap(),
+        None
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_deletes_only_older_records() {
+    // More than one purge chunk (5 000 rows), so the chunk loop is exercised.
+    const OLD: i64 = 5_100;
+    const NEW: i64 = 20;
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let puts =
+        (0..OLD + NEW).map(|i| store.put_idempotency(idempotency(&format!("k{i}"), "fp", i)));
+    for result in join_all(puts).await {
+        result.unwrap();
+    }
+    assert_eq!(store.purge_idempotency(OLD).await.unwrap(), OLD as u64);
+    assert_eq!(store.get_idempotency(MERCHANT, "k0").await.unwrap(), None);
+    assert_eq!(
+        store
+            .get_idempotency(MERCHANT, &format!("k{}", OLD - 1))
+            .await
+            .unwrap(),
+        None
+    );
+    let kept = store
+        .get_idempotency(MERCHANT, &format!("k{OLD}"))
+        .await
+        .unwrap();
+    assert_eq!(kept.map(|r| r.created_ms), Some(OLD));
+    assert_eq!(store.purge_idempotency(OLD).await.unwrap(), 0);
+    assert_eq!(
+        store.purge_idempotency(OLD + NEW).await.unwrap(),
+        NEW as u64
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merchants_insert_get_list() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    store.put_merchant(merchant("mch_b")).await.unwrap();
+    let mut no_webhook = merchant("mch_a");
+    no_webhook.webhook_url = None;
+    store.put_merchant(no_webhook.clone()).await.unwrap();
+
+    let err = store.put_merchant(merchant("mch_b")).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Backend(ref m) if m.contains("already exists")),
+        "{err:?}"
+    );
+    assert_eq!(
+        store.get_merchant("mch_a").await.unwrap(),
+        Some(no_webhook.clone())
+    );
+    assert_eq!(store.get_merchant("mch_c").await.unwrap(), None);
+    let all = store.list_merchants().await.unwrap();
+    assert_eq!(all, [no_webhook, merchant("mch_b")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overloaded_when_the_queue_is_full() {
+    const QUEUE_MAX: usize = 4;
+    let dir = TempDir::new().unwrap();
+    let mut config = config(&dir);
+    config.write_queue_max = QUEUE_MAX;
+    let store = SqliteStore::open(config.clone()).unwrap();
+    let (lock, plug) = park_writer(&store, &config.path).await;
+
+    let mut accepted = Vec::new();
+    let refused = loop {
+        assert!(
+            accepted.len() <= QUEUE_MAX,
+            "the queue took more than {QUEUE_MAX}"
+        );
+        let i = accepted.len();
+        let mut write = store.append(create(&format!("pay_{i}"), &format!("order-{i}"), 1));
+        // An accepted write is pending behind the parked writer; a refused one is ready.
+        match futures::poll!(&mut write) {
+            std::task::Poll::Pending => accepted.push(write),
+            std::task::Poll::Ready(result) => break result,
+        }
+    };
+    assert!(
+        matches!(refused, Err(AppendError::Store(StoreError::Overloaded))),
+        "{refused:?}"
+    );
+    assert_eq!(accepted.len(), QUEUE_MAX);
+    assert_eq!(store.stats().queue_depth, QUEUE_MAX as u64);
+    let err = store.put_merchant(merchant("mch_1")).await.unwrap_err();
+    assert!(matches!(err, StoreError::Overloaded), "{err:?}");
+
+    lock.release();
+    plug.await;
+    for result in join_all(accepted).await {
+        result.unwrap();
+    }
+    store
+        .append(create("pay_after", "order-after", 1))
+        .await
+        .unwrap();
+    assert_eq!(store.stats().queue_depth, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_queued_writes_then_refuses_new_ones() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let (lock, plug) = park_writer(&store, &store_path(&dir)).await;
+    let queued: Vec<_> = (0..50)
+        .map(|i| store.append(create(&format!("pay_{i}"), &format!("order-{i}"), i)))
+        .collect();
+
+    let shutdown = tokio::spawn(store.shutdown());
+    let err = store
+        .append(create("pay_late", "order-late", 1))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, AppendError::Store(StoreError::Closed)),
+        "{err:?}"
+    );
+    let err = store
+        .put_idempotency(idempotency("k", "fp", 1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Closed), "{err:?}");
+    let err = store.get_payment("pay_0").await.unwrap_err();
+    assert!(matches!(err, StoreError::Closed), "{err:?}");
+    assert!(
+        !shutdown.is_finished(),
+        "shutdown returned while writes were queued"
+    );
+
+    lock.release();
+    plug.await;
+    for result in join_all(queued).await {
+        result.unwrap();
+    }
+    shutdown.await.unwrap().unwrap();
+    // Idempotent.
+    store.shutdown().await.unwrap();
+    drop(store);
+
+    let store = open(&dir);
+    for i in 0..50 {
+        assert_eq!(
+            store.load_journal(&format!("pay_{i}")).await.unwrap(),
+            [entry(1)]
+        );
+    }
+    assert_eq!(store.load_journal("pay_late").await.unwrap(), []);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn works_as_a_shared_trait_object() {
+    let dir = TempDir::new().unwrap();
+    let store: std::sync::Arc<dyn Store> = std::sync::Arc::new(open(&dir));
+    store.append(create("pay_1", "order-1", 1)).await.unwrap();
+    assert_eq!(store.load_journal("pay_1").await.unwrap(), [entry(1)]);
+    store.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_reads_share_a_one_connection_pool() {
+    let dir = TempDir::new().unwrap();
+    let mut config = config(&dir);
+    config.readers = 1;
+    let store = SqliteStore::open(config).unwrap();
+    store.append(create("pay_1", "order-1", 1)).await.unwrap();
+    let reads = (0..200).map(|_| store.get_payment("pay_1"));
+    for read in join_all(reads).await {
+        assert_eq!(read.unwrap().map(|p| p.id), Some("pay_1".to_owned()));
+    }
+    // Each read after a resolved write sees it.
+    for seq in 2..=20 {
+        let next = Append {
+            expected_seq: seq - 1,
+            entries: vec![entry(seq)],
+            ..create("pay_1", "order-1", 1)
+        };
+        store.append(next).await.unwrap();
+        let journal = store.load_journal("pay_1").await.unwrap();
+        assert_eq!(journal.last().map(|e| e.seq), Some(seq));
+    }
+}
+
+#[test]
+fn open_refuses_zero_bounds() {
+    let dir = TempDir::new().unwrap();
+    for zero in ["group_commit_batch_max", "write_queue_max", "readers"] {
+        let mut config = config(&dir);
+        match zero {
+            "group_commit_batch_max" => config.group_commit_batch_max = 0,
+            "write_queue_max" => config.write_queue_max = 0,
+            _ => config.readers = 0,
+        }
+        let err = SqliteStore::open(config).unwrap_err();
+        assert!(err.to_string().contains(zero), "{err}");
+    }
+}

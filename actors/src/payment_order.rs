@@ -545,6 +545,7 @@ fn payment_row(p: &Payment) -> PaymentRow {
         status: p.status.as_str().to_string(),
         created_ms: p.created_ms,
         body: payment_json(p),
+        awaiting_channel: p.awaits_channel(),
     }
 }
 

@@ -168,10 +168,13 @@ async fn start(settings: Settings) -> anyhow::Result<Running> {
 /// re-drives its own work (same idempotency keys) as it loads.
 async fn recover_owed_orders(app: Arc<App>) {
     let batch = app.settings.orders.recovery_batch_max;
-    match app.store.payment_ids_in_status("processing", batch).await {
+    match app.store.payment_ids_awaiting_channel(batch).await {
         Ok(ids) => {
             if !ids.is_empty() {
-                tracing::info!(orders = ids.len(), "re-driving orders left processing");
+                tracing::info!(
+                    orders = ids.len(),
+                    "re-driving orders a channel still owes an answer"
+                );
             }
             for id in ids {
                 if let Err(e) = app.directory.order(&id).await {

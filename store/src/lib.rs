@@ -57,6 +57,9 @@ pub struct PaymentRow {
     pub created_ms: UnixMs,
     /// The payment's API object as JSON.
     pub body: String,
+    /// A channel still owes an answer (charge, capture, cancel or a refund in flight):
+    /// crash recovery re-drives these orders at start.
+    pub awaiting_channel: bool,
 }
 
 /// Projection of one refund, as the API shows it.
@@ -196,6 +199,11 @@ pub trait Store: Send + Sync + 'static {
     fn payment_ids_in_status(
         &self,
         status: &str,
+        limit: u32,
+    ) -> BoxFuture<'static, StoreResult<Vec<String>>>;
+    /// Ids of payments with `awaiting_channel`, oldest first, at most `limit`.
+    fn payment_ids_awaiting_channel(
+        &self,
         limit: u32,
     ) -> BoxFuture<'static, StoreResult<Vec<String>>>;
     fn get_refund(&self, id: &str) -> BoxFuture<'static, StoreResult<Option<RefundRow>>>;

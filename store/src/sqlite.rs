@@ -335,6 +335,13 @@ impl Store for SqliteStore {
         self.read(move |conn| reader::payment_ids_in_status(conn, &status, limit))
     }
 
+    fn payment_ids_awaiting_channel(
+        &self,
+        limit: u32,
+    ) -> BoxFuture<'static, StoreResult<Vec<String>>> {
+        self.read(move |conn| reader::payment_ids_awaiting_channel(conn, limit))
+    }
+
     fn get_refund(&self, id: &str) -> BoxFuture<'static, StoreResult<Option<RefundRow>>> {
         let id = id.to_owned();
         self.read(move |conn| reader::get_refund(conn, &id))

@@ -47,6 +47,7 @@ fn payment(id: &str, merchant_order_id: &str, status: &str, created_ms: i64) -> 
         status: status.to_owned(),
         created_ms,
         body: format!("{{\"id\":\"{id}\",\"status\":\"{status}\"}}"),
+        awaiting_channel: status == "processing",
     }
 }
 
@@ -540,6 +541,13 @@ async fn payment_ids_in_status_oldest_first() {
             .await
             .unwrap()
             .is_empty()
+    );
+    // The flag follows the latest upsert: pay_b no longer awaits its channel.
+    let awaiting = store.payment_ids_awaiting_channel(10).await.unwrap();
+    assert_eq!(awaiting, ["pay_a", "pay_c", "pay_d"]);
+    assert_eq!(
+        store.payment_ids_awaiting_channel(1).await.unwrap(),
+        ["pay_a"]
     );
 }
 

@@ -148,7 +148,7 @@ pub(super) fn load_journal(conn: &Connection, order_id: &str) -> StoreResult<Vec
 
 macro_rules! payment_columns {
     () => {
-        "id, merchant_id, merchant_order_id, status, created_ms, body"
+        "id, merchant_id, merchant_order_id, status, created_ms, body, awaiting_channel"
     };
 }
 
@@ -160,6 +160,7 @@ fn payment_from_row(row: &Row<'_>) -> rusqlite::Result<PaymentRow> {
         status: row.get(3)?,
         created_ms: row.get(4)?,
         body: row.get(5)?,
+        awaiting_channel: row.get(6)?,
     })
 }
 
@@ -290,6 +291,17 @@ pub(super) fn payment_ids_in_status(
             .collect()
     })
     .map_err(|e| backend(format!("list payment ids in status {status}"), e))
+}
+
+pub(super) fn payment_ids_awaiting_channel(
+    conn: &Connection,
+    limit: u32,
+) -> StoreResult<Vec<String>> {
+    conn.prepare_cached(
+        "SELECT id FROM payments WHERE awaiting_channel = 1 ORDER BY created_ms ASC, id ASC LIMIT ?1",
+    )
+    .and_then(|mut select| select.query_map(params![limit], |row| row.get(0))?.collect())
+    .map_err(|e| backend("list payment ids awaiting a channel".to_string(), e))
 }
 
 pub(super) fn get_refund(conn: &Connection, id: &str) -> StoreResult<Option<RefundRow>> {

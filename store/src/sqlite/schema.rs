@@ -36,8 +36,10 @@ CREATE TABLE payments (
     status            TEXT NOT NULL,
     created_ms        INTEGER NOT NULL,
     body              TEXT NOT NULL,
+    awaiting_channel  INTEGER NOT NULL DEFAULT 0,
     UNIQUE (merchant_id, merchant_order_id)
 );
+CREATE INDEX payments_awaiting_channel ON payments (created_ms, id) WHERE awaiting_channel = 1;
 CREATE INDEX payments_by_merchant_newest ON payments (merchant_id, created_ms DESC, id DESC);
 CREATE INDEX payments_by_status ON payments (status, created_ms, id);
 

@@ -48,9 +48,11 @@ pub(super) fn append(conn: &Connection, append: &Append) -> Result<(), AppendErr
 fn upsert_payment(conn: &Connection, payment: &PaymentRow) -> Result<(), AppendError> {
     let mut upsert = conn
         .prepare_cached(
-            "INSERT INTO payments (id, merchant_id, merchant_order_id, status, created_ms, body)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+            "INSERT INTO payments (id, merchant_id, merchant_order_id, status, created_ms, body,
+                                   awaiting_channel)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
              ON CONFLICT (id) DO UPDATE SET
+                 awaiting_channel = excluded.awaiting_channel,
                  merchant_id = excluded.merchant_id,
                  merchant_order_id = excluded.merchant_order_id,
                  status = excluded.status,
@@ -65,6 +67,7 @@ fn upsert_payment(conn: &Connection, payment: &PaymentRow) -> Result<(), AppendE
         payment.status,
         payment.created_ms,
         payment.body,
+        payment.awaiting_channel,
     ]);
     match result {
         Ok(rows) => {

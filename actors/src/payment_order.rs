@@ -598,6 +598,12 @@ impl Handler<Create> for PaymentOrder {
                             .state
                             .clone()
                             .ok_or(OrderError::Rejected(Rejection::NotFound))?;
+                        if payment.status == PaymentStatus::Processing {
+                            // A retry after a crash brings the card again: send the charge under
+                            // the same key (the provider answers with the first charge if there
+                            // was one). Skipped while a charge or resolve is already in flight.
+                            act.charge(card, ctx);
+                        }
                         Ok(act.reply(payment, Settle::Charge, settle, None))
                     }
                     Err(other) => {

@@ -1,0 +1,40 @@
+//! `harness`: starts the real `kassa` binary and talks HTTP to it, for the end-to-end tests in
+//! `tests/*.rs`. The tests are written against docs/API.md, not against Kassa's internals.
+//!
+//! # Layout
+//!
+//! - [`binary`]: finds the `kassa` binary (`KASSA_BIN`), or builds it once per test process with
+//!   `cargo build -p kassa --bin kassa` into the target dir the tests run from.
+//! - [`process`]: [`Kassa`], one running `kassa serve` with its own temp data dir and admin token:
+//!   start, SIGKILL, SIGTERM, restart on the same data, logs.
+//! - [`cli`]: [`run_cli`], one-shot `kassa <subcommand>` runs (e.g. `kassa merchant create`).
+//! - [`api`]: request bodies, sandbox test cards, and assertions on the shapes docs/API.md fixes
+//!   (error object, payment, refund, list).
+//! - [`raw`]: [`send_raw_http`], a bare HTTP/1.1 exchange for requests the server may answer
+//!   before reading them (413 on a huge body), which hyper's client reports as a broken pipe.
+//! - [`poll`]: [`poll_until`], waiting for a condition with a deadline (tests never sleep a fixed
+//!   time in place of a condition).
+//!
+//! # The server's side of the contract
+//!
+//! `kassa serve` reads `KASSA_HTTP_ADDR` (the harness passes `127.0.0.1:0`), `KASSA_DATA_DIR` and
+//! `KASSA_ADMIN_TOKEN`, logs to stderr, and once it serves prints exactly one line to stdout:
+//! `listening on http://127.0.0.1:PORT`. SIGTERM shuts it down gracefully.
+
+pub mod api;
+pub mod binary;
+pub mod cli;
+pub mod poll;
+pub mod process;
+pub mod raw;
+
+pub use api::*;
+pub use binary::kassa_bin;
+pub use cli::{CliOutput, run_cli};
+pub use kassa_client::{
+    AdminClient, ClientError, HttpClient, MerchantClient, MerchantCredentials, Response, sign_v1,
+    unix_now,
+};
+pub use poll::poll_until;
+pub use process::{Kassa, KassaOptions};
+pub use raw::send_raw_http;

@@ -251,6 +251,24 @@ impl Kassa {
         self.spawn().await;
     }
 
+    /// Sets (or replaces) an environment variable for the next [`Kassa::restart`].
+    pub fn set_env(&mut self, key: &str, value: impl ToString) {
+        self.options.env.retain(|(k, _)| k != key);
+        self.options.env.push((key.to_owned(), value.to_string()));
+    }
+
+    /// The in-process sandbox's base URL of the current run, from its start-up log line.
+    pub fn sandbox_url(&self) -> String {
+        let log = self.log_contents();
+        let line = log
+            .lines()
+            .rev()
+            .find(|line| line.contains("sandbox provider started"))
+            .unwrap_or_else(|| panic!("no sandbox start line in the log:\n{}", self.log_tail()));
+        let url = line.split("url=").nth(1).unwrap_or_default();
+        url.split_whitespace().next().unwrap_or_default().to_owned()
+    }
+
     /// Runs `kassa <args>` once against this instance's data dir and admin token.
     pub async fn cli(&self, args: &[&str]) -> CliOutput {
         let data_dir = self.data_dir();

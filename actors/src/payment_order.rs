@@ -16,6 +16,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -48,6 +49,8 @@ pub struct OrderDeps {
     pub channel: Arc<dyn ChannelPort>,
     pub clock: Arc<dyn Clock>,
     pub mailbox_capacity: usize,
+    /// An order idle this long passivates (`orders.order_idle_ms`).
+    pub idle_ms: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -121,7 +124,14 @@ struct Outcome(Command);
 #[rtype(result = "()")]
 pub struct OrderStopped {
     pub id: String,
+    /// Stopped on purpose because it was idle or evicted (not a crash).
+    pub passivated: bool,
 }
+
+/// Asks the order to passivate: at once if nothing is in flight, else as soon as it is idle.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Passivate;
 
 /// Channel work an order may have in flight; at most one call per item at a time.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -162,9 +172,29 @@ pub struct PaymentOrder {
     redrive_attempts: u32,
     redrive_scheduled: bool,
     on_stop: Option<Recipient<OrderStopped>>,
+    last_active: std::time::Instant,
+    passivate_requested: bool,
+    passivated: bool,
+    /// Messages handed an address by the shard and not yet handled (the shard counts up, the
+    /// handlers count down). An order never passivates while this is above zero.
+    announced: Arc<AtomicUsize>,
 }
 
 impl PaymentOrder {
+    /// The counter of announced messages, for the shard to count up on every activation.
+    pub fn announced(&self) -> Arc<AtomicUsize> {
+        self.announced.clone()
+    }
+
+    /// A message the shard announced has arrived.
+    fn arrived(&mut self) {
+        self.last_active = std::time::Instant::now();
+        // Saturating: a message sent without the shard (tests, operators) was never counted.
+        let _ = self
+            .announced
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+
     pub fn new(id: String, deps: Arc<OrderDeps>, on_stop: Option<Recipient<OrderStopped>>) -> Self {
         PaymentOrder {
             id,
@@ -176,6 +206,10 @@ impl PaymentOrder {
             redrive_attempts: 0,
             redrive_scheduled: false,
             on_stop,
+            last_active: std::time::Instant::now(),
+            passivate_requested: false,
+            passivated: false,
+            announced: Arc::new(AtomicUsize::new(0)),
         }
     }
 }
@@ -198,6 +232,8 @@ impl Actor for PaymentOrder {
         ctx.set_mailbox_capacity(self.deps.mailbox_capacity);
         let load = self.deps.store.load_journal(&self.id);
         // `wait`: no message is handled before the journal is replayed.
+        let check_every = Duration::from_millis((self.deps.idle_ms / 4).clamp(10, 5_000));
+        ctx.run_interval(check_every, |act, ctx| act.maybe_passivate(ctx));
         ctx.wait(load.into_actor(self).map(|loaded, act, ctx| {
             let state = loaded
                 .map_err(|e| e.to_string())
@@ -219,10 +255,21 @@ impl Actor for PaymentOrder {
         }));
     }
 
+    fn stopping(&mut self, _ctx: &mut Context<Self>) -> Running {
+        // The shard may have handed out this address after the decision to passivate (same
+        // thread, so before this runs): stay for that message.
+        if self.passivated && self.announced.load(Ordering::Acquire) > 0 {
+            self.passivated = false;
+            return Running::Continue;
+        }
+        Running::Stop
+    }
+
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
         if let Some(shard) = &self.on_stop {
             shard.do_send(OrderStopped {
                 id: self.id.clone(),
+                passivated: self.passivated,
             });
         }
     }
@@ -248,11 +295,34 @@ impl PaymentOrder {
         }
     }
 
+    /// Something still needs this actor in memory: a channel call, a waiting caller, a re-drive.
+    fn busy(&mut self) -> bool {
+        self.waiters.retain(|(_, tx)| !tx.is_closed());
+        !self.in_flight.is_empty()
+            || !self.waiters.is_empty()
+            || self.redrive_scheduled
+            || self.announced.load(Ordering::Acquire) > 0
+    }
+
+    /// Stops (passivates) when idle long enough or asked to, and nothing is in flight. Its
+    /// state is all in the journal; the next message starts a fresh actor that replays it.
+    fn maybe_passivate(&mut self, ctx: &mut Context<Self>) {
+        if self.passivated || self.busy() {
+            return;
+        }
+        let idle = self.last_active.elapsed() >= Duration::from_millis(self.deps.idle_ms);
+        if self.passivate_requested || idle {
+            self.passivated = true;
+            ctx.stop();
+        }
+    }
+
     /// Decide, journal durably, adopt. Resolves to the new state.
     fn execute(
         &mut self,
         command: Command,
     ) -> ResponseActFuture<Self, Result<Payment, OrderError>> {
+        self.last_active = std::time::Instant::now();
         let events = match decide(self.state.as_ref(), &command) {
             Ok(events) => events,
             Err(rejection) => return ready(Err(rejection.into())),
@@ -582,6 +652,7 @@ impl Handler<Create> for PaymentOrder {
     type Result = AtomicResponse<Self, Reply>;
 
     fn handle(&mut self, msg: Create, _ctx: &mut Context<Self>) -> Self::Result {
+        self.arrived();
         if let Some(err) = self.unavailable() {
             return AtomicResponse::new(ready(Err(err)));
         }
@@ -644,6 +715,7 @@ impl Handler<Capture> for PaymentOrder {
     type Result = AtomicResponse<Self, Reply>;
 
     fn handle(&mut self, msg: Capture, _ctx: &mut Context<Self>) -> Self::Result {
+        self.arrived();
         self.command_reply(
             &msg.merchant_id,
             Command::Capture { amount: msg.amount },
@@ -657,6 +729,7 @@ impl Handler<Cancel> for PaymentOrder {
     type Result = AtomicResponse<Self, Reply>;
 
     fn handle(&mut self, msg: Cancel, _ctx: &mut Context<Self>) -> Self::Result {
+        self.arrived();
         self.command_reply(
             &msg.merchant_id,
             Command::Cancel,
@@ -670,6 +743,7 @@ impl Handler<RefundPayment> for PaymentOrder {
     type Result = AtomicResponse<Self, Reply>;
 
     fn handle(&mut self, msg: RefundPayment, _ctx: &mut Context<Self>) -> Self::Result {
+        self.arrived();
         if let Some(err) = self
             .unavailable()
             .map(Err)
@@ -702,6 +776,7 @@ impl Handler<Get> for PaymentOrder {
     type Result = Result<Payment, OrderError>;
 
     fn handle(&mut self, msg: Get, _ctx: &mut Context<Self>) -> Self::Result {
+        self.arrived();
         if let Some(err) = self.unavailable() {
             return Err(err);
         }
@@ -717,7 +792,12 @@ impl Handler<Outcome> for PaymentOrder {
 
     fn handle(&mut self, Outcome(command): Outcome, _ctx: &mut Context<Self>) -> Self::Result {
         let done = self.execute(command).map(|result, act, ctx| match result {
-            Ok(_) => act.redrive_attempts = 0,
+            Ok(_) => {
+                act.redrive_attempts = 0;
+                if act.passivate_requested {
+                    act.maybe_passivate(ctx);
+                }
+            }
             // A late or duplicate answer to something already decided.
             Err(OrderError::Rejected(_)) => {}
             Err(error) => {
@@ -727,5 +807,14 @@ impl Handler<Outcome> for PaymentOrder {
             }
         });
         AtomicResponse::new(Box::pin(done))
+    }
+}
+
+impl Handler<Passivate> for PaymentOrder {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Passivate, ctx: &mut Context<Self>) {
+        self.passivate_requested = true;
+        self.maybe_passivate(ctx);
     }
 }

@@ -109,6 +109,9 @@ pub struct AdminSettings {
     /// Bearer token for `/admin`. Empty disables the admin API; Kassa refuses
     /// to start on a non-loopback address without one.
     pub token: String,
+    /// Enables `POST /admin/faults` (drills and tests: make an actor panic, a journal
+    /// append fail). Never on in production.
+    pub faults_enabled: bool,
 }
 
 impl std::fmt::Debug for AdminSettings {
@@ -120,6 +123,7 @@ impl std::fmt::Debug for AdminSettings {
         };
         f.debug_struct("AdminSettings")
             .field("token", &shown)
+            .field("faults_enabled", &self.faults_enabled)
             .finish()
     }
 }
@@ -170,6 +174,12 @@ pub struct OrderSettings {
     pub command_timeout_ms: u64,
     /// Processing orders re-driven at start (crash recovery), at most this many per scan.
     pub recovery_batch_max: u32,
+    /// An order actor idle this long passivates (stops; reactivated from its journal on demand).
+    pub order_idle_ms: u64,
+    /// Live order actors across all shards; past it the least recently used are passivated.
+    pub orders_live_max: usize,
+    /// How often the janitor re-scans for orders a channel still owes an answer.
+    pub janitor_interval_ms: u64,
 }
 
 impl Default for OrderSettings {
@@ -179,6 +189,9 @@ impl Default for OrderSettings {
             mailbox_capacity: 256,
             command_timeout_ms: 30_000,
             recovery_batch_max: 1_000,
+            order_idle_ms: 60_000,
+            orders_live_max: 100_000,
+            janitor_interval_ms: 60_000,
         }
     }
 }

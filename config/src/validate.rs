@@ -85,6 +85,9 @@ pub(crate) fn check(s: &Settings) -> Result<(), ConfigError> {
         "orders.recovery_batch_max",
         u64::from(s.orders.recovery_batch_max),
     )?;
+    positive("orders.order_idle_ms", s.orders.order_idle_ms)?;
+    positive("orders.orders_live_max", s.orders.orders_live_max as u64)?;
+    positive("orders.janitor_interval_ms", s.orders.janitor_interval_ms)?;
     let card = &s.channels.card;
     positive("channels.card.request_timeout_ms", card.request_timeout_ms)?;
     positive(

@@ -42,14 +42,18 @@ struct ActorSystem {
 }
 
 impl ActorSystem {
-    fn start(deps: Arc<OrderDeps>, shards: usize) -> anyhow::Result<(ActorSystem, OrderDirectory)> {
+    fn start(
+        deps: Arc<OrderDeps>,
+        shards: usize,
+        live_max: usize,
+    ) -> anyhow::Result<(ActorSystem, OrderDirectory)> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let thread = std::thread::Builder::new()
             .name("kassa-actors".into())
             .spawn(move || {
                 let runner = actix::System::new();
                 runner.block_on(async {
-                    let (directory, arbiters) = OrderDirectory::start(deps, shards);
+                    let (directory, arbiters) = OrderDirectory::start(deps, shards, live_max);
                     // The receiver waits for exactly this message; if it is gone, start-up failed anyway.
                     let _ = tx.send((actix::System::current(), directory, arbiters.len()));
                 });
@@ -145,8 +149,13 @@ async fn start(settings: Settings) -> anyhow::Result<Running> {
         channel,
         clock: clock.clone(),
         mailbox_capacity: settings.orders.mailbox_capacity,
+        idle_ms: settings.orders.order_idle_ms,
     });
-    let (actors, directory) = ActorSystem::start(deps, settings.orders.shard_count())?;
+    let (actors, directory) = ActorSystem::start(
+        deps,
+        settings.orders.shard_count(),
+        settings.orders.orders_live_max,
+    )?;
     let app = Arc::new(App {
         merchants: Merchants::new(store.clone(), sealer),
         idempotency: Idempotency::new(store.clone()),

@@ -818,3 +818,18 @@ impl Handler<Passivate> for PaymentOrder {
         self.maybe_passivate(ctx);
     }
 }
+
+/// Drills and tests only (`admin.faults_enabled`): makes the order panic inside a handler,
+/// exactly as a bug would. Its supervisor restarts it and it rebuilds from the journal.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct InjectPanic;
+
+impl Handler<InjectPanic> for PaymentOrder {
+    type Result = ();
+
+    fn handle(&mut self, _msg: InjectPanic, _ctx: &mut Context<Self>) {
+        self.arrived();
+        panic!("injected fault in order {}", self.id);
+    }
+}

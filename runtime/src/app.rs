@@ -18,6 +18,10 @@ use crate::merchants::Merchants;
 
 pub struct App {
     pub settings: Settings,
+    pub metrics: crate::metrics::Metrics,
+    /// Present when `admin.faults_enabled`: the store wrapper that can fail appends on request.
+    pub faults: Option<Arc<crate::faults::FaultyStore>>,
+    pub card_adapter: kassa_channels::ChannelAdapter,
     pub store: Arc<dyn Store>,
     pub directory: OrderDirectory,
     pub merchants: Merchants,

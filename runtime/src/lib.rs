@@ -13,11 +13,14 @@
 //! - `crypto.rs`      — the master key and sealed secrets, ids, HMAC.
 //! - `app.rs`         — the shared state and `ask`, which talks to an order actor with a deadline.
 
+pub mod admin;
 pub mod app;
 pub mod crypto;
+pub mod faults;
 pub mod http;
 pub mod idempotency;
 pub mod merchants;
+pub mod metrics;
 pub mod router;
 pub mod routes;
 pub mod server;

@@ -9,14 +9,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::FutureExt;
 use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::Full;
 use hyper::body::Incoming;
 
 use crate::app::App;
 use crate::http::error::{ApiError, json_response};
-use crate::http::{auth, body};
+use crate::http::{Body, auth, body};
 use crate::idempotency::{Begin, fingerprint};
-use crate::routes::{Answer, admin, payments, refunds};
+use crate::routes::{Answer, payments, refunds};
 
 enum Endpoint<'a> {
     CreatePayment,
@@ -60,10 +59,33 @@ fn endpoint<'a>(method: &Method, segments: &[&'a str]) -> Result<Endpoint<'a>, A
     }
 }
 
-pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+/// The route template of a request, for metrics (bounded: static strings only).
+fn route_label(method: &Method, path: &str) -> &'static str {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match segments.as_slice() {
+        ["healthz"] => "GET /healthz",
+        ["readyz"] => "GET /readyz",
+        ["metrics"] => "GET /metrics",
+        ["admin", rest @ ..] => crate::admin::route_label(method, rest),
+        ["v1", rest @ ..] => match endpoint(method, rest) {
+            Ok(Endpoint::CreatePayment) => "POST /v1/payments",
+            Ok(Endpoint::ListPayments) => "GET /v1/payments",
+            Ok(Endpoint::GetPayment(_)) => "GET /v1/payments/{id}",
+            Ok(Endpoint::CapturePayment(_)) => "POST /v1/payments/{id}/capture",
+            Ok(Endpoint::CancelPayment(_)) => "POST /v1/payments/{id}/cancel",
+            Ok(Endpoint::CreateRefund) => "POST /v1/refunds",
+            Ok(Endpoint::GetRefund(_)) => "GET /v1/refunds/{id}",
+            Err(_) => "unmatched",
+        },
+        _ => "unmatched",
+    }
+}
+
+pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    let label = route_label(&method, &path);
     let deadline = Duration::from_millis(app.settings.http.request_timeout_ms);
     let routed =
         tokio::time::timeout(deadline, AssertUnwindSafe(route(&app, req)).catch_unwind()).await;
@@ -78,12 +100,15 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Full<Byte
             ApiError::unavailable("overloaded", "the request took too long; retry").into_response()
         }
     };
+    let elapsed = started.elapsed();
+    app.metrics
+        .observe_request(label, response.status().as_u16(), elapsed);
     tracing::info!(%method, %path, status = response.status().as_u16(),
-        latency_us = started.elapsed().as_micros() as u64, "request");
+        latency_us = elapsed.as_micros() as u64, "request");
     response
 }
 
-async fn route(app: &App, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, ApiError> {
+async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let (parts, incoming) = req.into_parts();
     let path = parts.uri.path();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
@@ -101,14 +126,25 @@ async fn route(app: &App, req: Request<Incoming>) -> Result<Response<Full<Bytes>
             )),
             _ => Err(method_not_allowed("GET")),
         },
-        ["admin", "merchants"] => {
-            if parts.method != Method::POST {
-                return Err(method_not_allowed("POST"));
-            }
-            auth::admin(&parts.headers, &app.settings.admin.token)?;
-            let body = body::read_limited(incoming, declared_len, limit).await?;
-            let (status, body) = admin::create_merchant(app, &body).await?;
-            Ok(json_response(status, body))
+        ["readyz"] => match parts.method {
+            Method::GET => Ok(crate::admin::readyz(app).await),
+            _ => Err(method_not_allowed("GET")),
+        },
+        ["metrics"] => match parts.method {
+            Method::GET => Ok(crate::admin::metrics(app).await),
+            _ => Err(method_not_allowed("GET")),
+        },
+        ["admin", rest @ ..] => {
+            crate::admin::route(
+                app,
+                &parts.method,
+                &parts.headers,
+                rest,
+                parts.uri.query(),
+                incoming,
+                declared_len,
+            )
+            .await
         }
         ["v1", rest @ ..] => {
             let endpoint = endpoint(&parts.method, rest)?;
@@ -166,7 +202,7 @@ async fn route(app: &App, req: Request<Incoming>) -> Result<Response<Full<Bytes>
     }
 }
 
-fn replayed(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
+fn replayed(status: StatusCode, body: Bytes) -> Response<Body> {
     let mut response = json_response(status, body);
     response.headers_mut().insert(
         "idempotent-replayed",

@@ -31,8 +31,10 @@ use tokio::sync::Semaphore;
 
 use crate::app::App;
 use crate::crypto::Sealer;
+use crate::faults::FaultyStore;
 use crate::idempotency::Idempotency;
 use crate::merchants::Merchants;
+use crate::metrics::Metrics;
 use crate::router;
 
 /// The actix system on its own thread, with the order shards on their arbiters.
@@ -139,9 +141,19 @@ async fn start(settings: Settings) -> anyhow::Result<Running> {
     )
     .context("configuring the card channel")?;
     let channel = Arc::new(CardPort::new(
-        CardChannel::new(adapter),
+        CardChannel::new(adapter.clone()),
         tokio::runtime::Handle::current(),
     ));
+    let faults = settings.admin.faults_enabled.then(|| {
+        tracing::warn!(
+            "fault injection is enabled (admin.faults_enabled): for drills and tests only"
+        );
+        Arc::new(FaultyStore::new(store.clone()))
+    });
+    let store: Arc<dyn Store> = match &faults {
+        Some(faulty) => faulty.clone(),
+        None => store,
+    };
 
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let deps = Arc::new(OrderDeps {
@@ -157,6 +169,9 @@ async fn start(settings: Settings) -> anyhow::Result<Running> {
         settings.orders.orders_live_max,
     )?;
     let app = Arc::new(App {
+        metrics: Metrics::new(),
+        faults,
+        card_adapter: adapter,
         merchants: Merchants::new(store.clone(), sealer),
         idempotency: Idempotency::new(store.clone()),
         store,

@@ -4,11 +4,13 @@
 
 use bytes::Bytes;
 use http::{Response, StatusCode, header};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use kassa_actors::MoneyError;
 use kassa_actors::payment::Rejection;
 use kassa_actors::payment_order::OrderError;
 use serde::Serialize;
+
+use crate::http::Body;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApiError {
@@ -22,11 +24,11 @@ pub struct ApiError {
 
 #[derive(Serialize)]
 struct Envelope<'a> {
-    error: Body<'a>,
+    error: ErrorBody<'a>,
 }
 
 #[derive(Serialize)]
-struct Body<'a> {
+struct ErrorBody<'a> {
     #[serde(rename = "type")]
     kind: &'a str,
     code: &'a str,
@@ -109,7 +111,7 @@ impl ApiError {
 
     pub fn body(&self) -> Bytes {
         let envelope = Envelope {
-            error: Body {
+            error: ErrorBody {
                 kind: self.kind,
                 code: self.code,
                 message: &self.message,
@@ -120,7 +122,7 @@ impl ApiError {
         Bytes::from(serde_json::to_vec(&envelope).unwrap_or_default())
     }
 
-    pub fn into_response(self) -> Response<Full<Bytes>> {
+    pub fn into_response(self) -> Response<Body> {
         let mut response = json_response(self.status, self.body());
         if let Some(seconds) = self.retry_after_s {
             response
@@ -131,8 +133,8 @@ impl ApiError {
     }
 }
 
-pub fn json_response(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(body));
+pub fn json_response(status: StatusCode, body: Bytes) -> Response<Body> {
+    let mut response = Response::new(Full::new(body).boxed_unsync());
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,

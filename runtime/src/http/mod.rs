@@ -1,5 +1,13 @@
 //! HTTP plumbing shared by the routes: errors, auth, bodies, strict JSON fields.
 
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
+
+/// Every response body: a full buffer, or a stream (server-sent events).
+pub type Body = UnsyncBoxBody<Bytes, Infallible>;
+
 pub mod auth;
 pub mod body;
 pub mod error;

@@ -1,0 +1,188 @@
+//! Operators' routes (docs/ADMIN.md): the supervision tree, actors, channels, events, faults,
+//! plus the unauthenticated `/readyz` and `/metrics`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Response, StatusCode, header};
+use hyper::body::Incoming;
+use serde_json::json;
+
+use crate::app::App;
+use crate::http::error::{ApiError, json_response};
+use crate::http::fields::Fields;
+use crate::http::{Body, auth, body};
+use crate::metrics::Gauges;
+use crate::routes::admin as merchants_admin;
+
+/// Route label for metrics, from method and path segments after `/admin`.
+pub fn route_label(method: &Method, rest: &[&str]) -> &'static str {
+    match (method, rest) {
+        (&Method::GET, [] | [""]) => "GET /admin/",
+        (&Method::POST, ["merchants"]) => "POST /admin/merchants",
+        (&Method::GET, ["supervision"]) => "GET /admin/supervision",
+        (&Method::GET, ["actors", ..]) => "GET /admin/actors/{path}",
+        (&Method::GET, ["channels"]) => "GET /admin/channels",
+        (&Method::GET, ["events"]) => "GET /admin/events",
+        (&Method::POST, ["faults"]) => "POST /admin/faults",
+        _ => "unmatched",
+    }
+}
+
+fn method_not_allowed(allowed: &str) -> ApiError {
+    ApiError::invalid(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("use {allowed} here"),
+    )
+}
+
+fn route_not_found() -> ApiError {
+    ApiError::invalid(StatusCode::NOT_FOUND, "route_not_found", "no such route")
+}
+
+fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    json_response(status, Bytes::from(value.to_string()))
+}
+
+/// `/admin/...` (everything behind the admin token).
+pub async fn route(
+    app: &Arc<App>,
+    method: &Method,
+    headers: &HeaderMap,
+    rest: &[&str],
+    query: Option<&str>,
+    incoming: Incoming,
+    declared_len: Option<u64>,
+) -> Result<Response<Body>, ApiError> {
+    auth::admin(headers, &app.settings.admin.token)?;
+    let limit = app.settings.http.body_limit_bytes;
+    match rest {
+        ["merchants"] => {
+            if method != Method::POST {
+                return Err(method_not_allowed("POST"));
+            }
+            let body = body::read_limited(incoming, declared_len, limit).await?;
+            let (status, body) = merchants_admin::create_merchant(app, &body).await?;
+            Ok(json_response(status, body))
+        }
+        ["channels"] => match *method {
+            Method::GET => Ok(channels(app)),
+            _ => Err(method_not_allowed("GET")),
+        },
+        ["faults"] => {
+            if !app.settings.admin.faults_enabled {
+                return Err(route_not_found());
+            }
+            if method != Method::POST {
+                return Err(method_not_allowed("POST"));
+            }
+            let body = body::read_limited(incoming, declared_len, limit).await?;
+            inject_fault(app, &body).await
+        }
+        _ => crate::admin::supervision::route(app, method, rest, query).await,
+    }
+}
+
+fn channels(app: &App) -> Response<Body> {
+    let adapter = &app.card_adapter;
+    let config = adapter.config();
+    json(
+        StatusCode::OK,
+        &json!({
+            "object": "list",
+            "data": [{
+                "name": "card",
+                "path": "root/channels/card",
+                "base_url": adapter.base_url(),
+                "inflight": adapter.inflight(),
+                "inflight_max": config.inflight_max,
+                "request_timeout_ms": config.request_timeout_ms,
+                "retry_attempts_max": config.retry_attempts_max,
+                "backoff_ms_max": config.backoff_ms_max,
+                // Rate limits and the circuit breaker arrive with the channel-adapter work.
+                "rate_limit": null,
+                "breaker": null,
+            }],
+        }),
+    )
+}
+
+async fn inject_fault(app: &Arc<App>, body: &[u8]) -> Result<Response<Body>, ApiError> {
+    let Some(mut f) = Fields::parse(body, false)? else {
+        return Err(ApiError::bad_request(
+            "invalid_json",
+            "the request body is empty",
+        ));
+    };
+    let kind = f.required_string("kind")?;
+    let path = f.string("path")?;
+    let count = f.unsigned("count")?;
+    f.finish()?;
+    match kind.as_str() {
+        "store_error" => {
+            let Some(faulty) = &app.faults else {
+                return Err(route_not_found());
+            };
+            let count = u32::try_from(count.unwrap_or(1)).unwrap_or(u32::MAX);
+            faulty.fail_next_appends(count);
+        }
+        "panic" => {
+            let path = path.ok_or_else(|| {
+                ApiError::bad_request("missing_field", "path is required for a panic")
+                    .with_param("path")
+            })?;
+            crate::admin::supervision::inject_panic(app, &path).await?;
+        }
+        _ => {
+            return Err(ApiError::unprocessable(
+                "value_invalid",
+                "kind must be panic or store_error",
+            )
+            .with_param("kind"));
+        }
+    }
+    Ok(json(StatusCode::ACCEPTED, &json!({"injected": true})))
+}
+
+/// `GET /readyz`: the store answers and every permanent child of the tree is running.
+pub async fn readyz(app: &App) -> Response<Body> {
+    let store_ok = app.store.get_merchant("mch_readyz_probe").await.is_ok();
+    let tree = crate::admin::supervision::readiness(app).await;
+    let ready = store_ok && tree.is_ok();
+    let checks = json!({
+        "store": if store_ok { "ok" } else { "unavailable" },
+        "supervision": match &tree { Ok(()) => "ok".to_string(), Err(not_running) => not_running.clone() },
+    });
+    let (status, word) = if ready {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not_ready")
+    };
+    json(status, &json!({"status": word, "checks": checks}))
+}
+
+/// `GET /metrics`: Prometheus text.
+pub async fn metrics(app: &App) -> Response<Body> {
+    let stats = app.store.stats();
+    let orders_live = app.directory.live_orders().await.iter().sum::<usize>() as u64;
+    let gauges = Gauges {
+        orders_live,
+        journal_commits: stats.commits,
+        journal_writes: stats.writes,
+        journal_batch_writes_max: stats.batch_writes_max,
+        journal_queue_depth: stats.queue_depth,
+        restarts_by_path: crate::admin::supervision::restarts_by_path(app).await,
+        ready: crate::admin::supervision::readiness(app).await.is_ok(),
+    };
+    let mut response = Response::new(http_body_util::BodyExt::boxed_unsync(
+        http_body_util::Full::new(Bytes::from(app.metrics.render(&gauges))),
+    ));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}
+
+pub mod supervision;

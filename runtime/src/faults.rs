@@ -1,0 +1,114 @@
+//! Fault injection for drills and tests (`admin.faults_enabled`; never on in production).
+//!
+//! `FaultyStore` wraps the real store and fails the next N journal appends on request;
+//! everything else passes straight through. Order panics are a message to the order actor
+//! (`kassa_actors::payment_order::InjectPanic`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use futures::future::BoxFuture;
+use kassa_store::{
+    Append, AppendError, IdempotencyRecord, JournalEntry, ListQuery, MerchantRecord, Page,
+    PaymentRow, RefundRow, Store, StoreError, StoreResult, StoreStats, UnixMs,
+};
+
+/// The most appends one request may ask to fail.
+pub const STORE_FAULTS_MAX: u32 = 10_000;
+
+pub struct FaultyStore {
+    inner: Arc<dyn Store>,
+    failing_appends: AtomicU32,
+}
+
+impl FaultyStore {
+    pub fn new(inner: Arc<dyn Store>) -> FaultyStore {
+        FaultyStore {
+            inner,
+            failing_appends: AtomicU32::new(0),
+        }
+    }
+
+    /// The next `count` appends fail with a backend error (nothing is written).
+    pub fn fail_next_appends(&self, count: u32) {
+        self.failing_appends
+            .store(count.min(STORE_FAULTS_MAX), Ordering::Release);
+    }
+}
+
+impl Store for FaultyStore {
+    fn append(&self, append: Append) -> BoxFuture<'static, Result<(), AppendError>> {
+        let take = self
+            .failing_appends
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        if take.is_ok() {
+            let order_id = append.order_id;
+            return Box::pin(async move {
+                Err(AppendError::Store(StoreError::Backend(format!(
+                    "injected fault (order {order_id})"
+                ))))
+            });
+        }
+        self.inner.append(append)
+    }
+    fn load_journal(&self, order_id: &str) -> BoxFuture<'static, StoreResult<Vec<JournalEntry>>> {
+        self.inner.load_journal(order_id)
+    }
+    fn get_payment(&self, id: &str) -> BoxFuture<'static, StoreResult<Option<PaymentRow>>> {
+        self.inner.get_payment(id)
+    }
+    fn list_payments(
+        &self,
+        merchant_id: &str,
+        query: ListQuery,
+    ) -> BoxFuture<'static, StoreResult<Page<PaymentRow>>> {
+        self.inner.list_payments(merchant_id, query)
+    }
+    fn payment_ids_in_status(
+        &self,
+        status: &str,
+        limit: u32,
+    ) -> BoxFuture<'static, StoreResult<Vec<String>>> {
+        self.inner.payment_ids_in_status(status, limit)
+    }
+    fn payment_ids_awaiting_channel(
+        &self,
+        limit: u32,
+    ) -> BoxFuture<'static, StoreResult<Vec<String>>> {
+        self.inner.payment_ids_awaiting_channel(limit)
+    }
+    fn get_refund(&self, id: &str) -> BoxFuture<'static, StoreResult<Option<RefundRow>>> {
+        self.inner.get_refund(id)
+    }
+    fn put_merchant(&self, merchant: MerchantRecord) -> BoxFuture<'static, StoreResult<()>> {
+        self.inner.put_merchant(merchant)
+    }
+    fn get_merchant(&self, id: &str) -> BoxFuture<'static, StoreResult<Option<MerchantRecord>>> {
+        self.inner.get_merchant(id)
+    }
+    fn list_merchants(&self) -> BoxFuture<'static, StoreResult<Vec<MerchantRecord>>> {
+        self.inner.list_merchants()
+    }
+    fn get_idempotency(
+        &self,
+        merchant_id: &str,
+        key: &str,
+    ) -> BoxFuture<'static, StoreResult<Option<IdempotencyRecord>>> {
+        self.inner.get_idempotency(merchant_id, key)
+    }
+    fn put_idempotency(
+        &self,
+        record: IdempotencyRecord,
+    ) -> BoxFuture<'static, StoreResult<IdempotencyRecord>> {
+        self.inner.put_idempotency(record)
+    }
+    fn purge_idempotency(&self, before_ms: UnixMs) -> BoxFuture<'static, StoreResult<u64>> {
+        self.inner.purge_idempotency(before_ms)
+    }
+    fn stats(&self) -> StoreStats {
+        self.inner.stats()
+    }
+    fn shutdown(&self) -> BoxFuture<'static, StoreResult<()>> {
+        self.inner.shutdown()
+    }
+}

@@ -88,7 +88,7 @@ async fn live_orders_stay_bounded_while_many_orders_pass_through() {
     while let Some(status) = requests.next().await {
         assert_eq!(status, 202, "async charge");
         answered += 1;
-        if answered % 10_000 == 0 {
+        if answered.is_multiple_of(10_000) {
             let live = orders_live(&kassa).await;
             peak = peak.max(live);
             eprintln!("{answered} orders, {live} live, {:?}", started.elapsed());

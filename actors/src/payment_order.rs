@@ -22,6 +22,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use kassa_channels::card::CardData;
 use kassa_store::{Append, AppendError, JournalEntry, PaymentRow, RefundRow, Store, StoreError};
+use kassa_supervision::{ExitGuard, Shutdown};
 use tokio::sync::oneshot;
 
 use crate::channel_port::{CallError, ChannelPort, ChargeCall};
@@ -119,15 +120,6 @@ pub struct Get {
 #[rtype(result = "()")]
 struct Outcome(Command);
 
-/// Told to the order's shard when the actor stops, so it can forget the address.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct OrderStopped {
-    pub id: String,
-    /// Stopped on purpose because it was idle or evicted (not a crash).
-    pub passivated: bool,
-}
-
 /// Asks the order to passivate: at once if nothing is in flight, else as soon as it is idle.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -171,7 +163,8 @@ pub struct PaymentOrder {
     in_flight: HashSet<Work>,
     redrive_attempts: u32,
     redrive_scheduled: bool,
-    on_stop: Option<Recipient<OrderStopped>>,
+    /// Tells the shard (its supervisor) how this actor ended: a panic, or a normal exit.
+    guard: Option<ExitGuard>,
     last_active: std::time::Instant,
     passivate_requested: bool,
     passivated: bool,
@@ -195,7 +188,7 @@ impl PaymentOrder {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
     }
 
-    pub fn new(id: String, deps: Arc<OrderDeps>, on_stop: Option<Recipient<OrderStopped>>) -> Self {
+    pub fn new(id: String, deps: Arc<OrderDeps>, guard: Option<ExitGuard>) -> Self {
         PaymentOrder {
             id,
             deps,
@@ -205,7 +198,7 @@ impl PaymentOrder {
             in_flight: HashSet::new(),
             redrive_attempts: 0,
             redrive_scheduled: false,
-            on_stop,
+            guard,
             last_active: std::time::Instant::now(),
             passivate_requested: false,
             passivated: false,
@@ -265,14 +258,8 @@ impl Actor for PaymentOrder {
         Running::Stop
     }
 
-    fn stopped(&mut self, _ctx: &mut Context<Self>) {
-        if let Some(shard) = &self.on_stop {
-            shard.do_send(OrderStopped {
-                id: self.id.clone(),
-                passivated: self.passivated,
-            });
-        }
-    }
+    // `stopped` is left to actix: it also runs while a panic unwinds, where anything that
+    // could panic again would abort the process. The `ExitGuard` reports the exit on drop.
 }
 
 type Reply = Result<OrderReply, OrderError>;
@@ -831,5 +818,17 @@ impl Handler<InjectPanic> for PaymentOrder {
     fn handle(&mut self, _msg: InjectPanic, _ctx: &mut Context<Self>) {
         self.arrived();
         panic!("injected fault in order {}", self.id);
+    }
+}
+
+impl Handler<Shutdown> for PaymentOrder {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Shutdown, ctx: &mut Context<Self>) {
+        // Everything the order knows is in the journal; work in flight is re-driven later.
+        if let Some(guard) = &mut self.guard {
+            guard.set_reason(kassa_supervision::ExitReason::Shutdown);
+        }
+        ctx.stop();
     }
 }

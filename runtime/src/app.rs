@@ -22,6 +22,16 @@ pub struct App {
     /// Present when `admin.faults_enabled`: the store wrapper that can fail appends on request.
     pub faults: Option<Arc<crate::faults::FaultyStore>>,
     pub card_adapter: kassa_channels::ChannelAdapter,
+    /// Supervision events (for `/admin/events` and the dashboard).
+    pub events: kassa_supervision::EventBus,
+    /// Workers of the tree by path (fault drills).
+    pub workers: crate::tree::WorkerRegistry,
+    /// The multi-threaded runtime that runs HTTP and outbound I/O.
+    pub io: tokio::runtime::Handle,
+    /// Set to true when shutdown starts: long-lived responses (the event stream) end.
+    pub closing: tokio::sync::watch::Sender<bool>,
+    /// The root supervisor, once the tree has started.
+    pub root: std::sync::OnceLock<actix::Addr<kassa_supervision::Supervisor>>,
     pub store: Arc<dyn Store>,
     pub directory: OrderDirectory,
     pub merchants: Merchants,

@@ -1,22 +1,19 @@
 //! `run(listener, settings, shutdown)`: wires Kassa together and serves until `shutdown`.
 //!
-//! Start-up order: store (journal) → master key → sandbox provider (embedded mode) → card
-//! channel → actor system (order shards) → recovery of orders the channel still owes an
-//! answer → HTTP. Shutdown runs it backwards: stop accepting, let in-flight requests finish
-//! (bounded by `http.shutdown_grace_ms`), stop the actors, then commit and close the journal.
-//! Every state a client was told about is already durable, and every channel call left in
-//! flight is re-driven from the journal at the next start, so nothing is lost in between.
+//! Start-up: store (journal) → master key → sandbox provider (embedded mode) → card channel
+//! → the supervision tree (`tree.rs`), whose children start in order: store watcher,
+//! channels, order shards, notifier, janitor (which re-drives orders a channel still owes an
+//! answer), and last the HTTP accept loop. Shutdown stops the tree in reverse: the front-end
+//! drains in-flight requests (bounded by `http.shutdown_grace_ms`), then the rest stop, then
+//! the journal commits what is queued and closes. Every state a client was told about is
+//! already durable, and channel calls left in flight are re-driven from the journal at the
+//! next start, so nothing is lost in between.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
+use actix::Addr;
 use anyhow::Context as _;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use kassa_actors::channel_port::CardPort;
 use kassa_actors::clock::{Clock, SystemClock};
 use kassa_actors::order_directory::OrderDirectory;
@@ -26,8 +23,8 @@ use kassa_channels::sandbox::{self, SandboxConfig, SandboxHandle};
 use kassa_channels::{AdapterConfig, ChannelAdapter};
 use kassa_config::Settings;
 use kassa_store::{SqliteConfig, SqliteStore, Store};
+use kassa_supervision::{EventBus, Supervisor, install_panic_hook, shutdown_and_wait};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
 use crate::app::App;
 use crate::crypto::Sealer;
@@ -35,40 +32,64 @@ use crate::faults::FaultyStore;
 use crate::idempotency::Idempotency;
 use crate::merchants::Merchants;
 use crate::metrics::Metrics;
-use crate::router;
+use crate::tree::{self, TreeParts, WorkerRegistry};
 
-/// The actix system on its own thread, with the order shards on their arbiters.
+/// The actix system on its own thread, running the supervision tree.
 struct ActorSystem {
     system: actix::System,
     thread: std::thread::JoinHandle<()>,
+    root: Addr<Supervisor>,
 }
 
 impl ActorSystem {
+    /// Starts the system, one arbiter per shard, and the tree; returns once every child of the
+    /// tree has started (in order).
     fn start(
-        deps: Arc<OrderDeps>,
-        shards: usize,
-        live_max: usize,
-    ) -> anyhow::Result<(ActorSystem, OrderDirectory)> {
+        app: Arc<App>,
+        listener: Arc<TcpListener>,
+        order_deps: Arc<OrderDeps>,
+    ) -> anyhow::Result<ActorSystem> {
+        let shards = app.directory.shard_count();
+        let events = app.events.clone();
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let thread = std::thread::Builder::new()
             .name("kassa-actors".into())
             .spawn(move || {
                 let runner = actix::System::new();
                 runner.block_on(async {
-                    let (directory, arbiters) = OrderDirectory::start(deps, shards, live_max);
+                    let shard_arbiters = (0..shards)
+                        .map(|_| actix::Arbiter::new().handle())
+                        .collect();
+                    let spec = tree::root_spec(TreeParts {
+                        app,
+                        listener,
+                        order_deps,
+                        shard_arbiters,
+                    });
+                    let root = Supervisor::start_root(spec, events, |reason| {
+                        tracing::error!(%reason, "the supervision tree gave up; exiting");
+                        eprintln!("kassa: the supervision tree gave up: {reason}");
+                        std::process::exit(70);
+                    });
                     // The receiver waits for exactly this message; if it is gone, start-up failed anyway.
-                    let _ = tx.send((actix::System::current(), directory, arbiters.len()));
+                    let _ = tx.send(root.map(|root| (actix::System::current(), root)));
                 });
                 if let Err(e) = runner.run() {
                     tracing::error!(error = %e, "actor system stopped with an error");
                 }
             })?;
-        let (system, directory, arbiters) = rx.recv().context("actor system failed to start")?;
-        tracing::info!(shards = arbiters, "order shards started");
-        Ok((ActorSystem { system, thread }, directory))
+        let (system, root) = rx.recv().context("actor system failed to start")??;
+        Ok(ActorSystem {
+            system,
+            thread,
+            root,
+        })
     }
 
     async fn stop(self) {
+        if let Err(e) = shutdown_and_wait(&self.root).await {
+            tracing::warn!(error = %e, "supervision tree did not shut down cleanly");
+        }
         self.system.stop();
         let thread = self.thread;
         // Joining blocks; do it off the async threads.
@@ -103,7 +124,7 @@ pub fn open_sealer(settings: &Settings) -> anyhow::Result<Arc<Sealer>> {
     Ok(Arc::new(sealer))
 }
 
-async fn start(settings: Settings) -> anyhow::Result<Running> {
+async fn start(settings: Settings, listener: Arc<TcpListener>) -> anyhow::Result<Running> {
     std::fs::create_dir_all(&settings.store.data_dir)
         .with_context(|| format!("creating data dir {}", settings.store.data_dir.display()))?;
     let store = {
@@ -163,11 +184,7 @@ async fn start(settings: Settings) -> anyhow::Result<Running> {
         mailbox_capacity: settings.orders.mailbox_capacity,
         idle_ms: settings.orders.order_idle_ms,
     });
-    let (actors, directory) = ActorSystem::start(
-        deps,
-        settings.orders.shard_count(),
-        settings.orders.orders_live_max,
-    )?;
+    let directory = OrderDirectory::new(settings.orders.shard_count());
     let app = Arc::new(App {
         metrics: Metrics::new(),
         faults,
@@ -177,56 +194,24 @@ async fn start(settings: Settings) -> anyhow::Result<Running> {
         store,
         directory,
         clock,
+        events: EventBus::new(),
+        workers: WorkerRegistry::default(),
+        io: tokio::runtime::Handle::current(),
+        root: std::sync::OnceLock::new(),
+        closing: tokio::sync::watch::Sender::new(false),
         settings,
     });
-    tokio::spawn(recover_owed_orders(app.clone()));
-    tokio::spawn(purge_idempotency(app.clone()));
+    let actors = ActorSystem::start(app.clone(), listener, deps)?;
+    let _ = app.root.set(actors.root.clone());
+    tracing::info!(
+        shards = app.directory.shard_count(),
+        "supervision tree started"
+    );
     Ok(Running {
         app,
         actors,
         sandbox,
     })
-}
-
-/// Activates every order whose journal says the channel still owes an answer; each one
-/// re-drives its own work (same idempotency keys) as it loads.
-async fn recover_owed_orders(app: Arc<App>) {
-    let batch = app.settings.orders.recovery_batch_max;
-    match app.store.payment_ids_awaiting_channel(batch).await {
-        Ok(ids) => {
-            if !ids.is_empty() {
-                tracing::info!(
-                    orders = ids.len(),
-                    "re-driving orders a channel still owes an answer"
-                );
-            }
-            for id in ids {
-                if let Err(e) = app.directory.order(&id).await {
-                    tracing::warn!(order_id = %id, error = %e, "could not activate order for recovery");
-                }
-            }
-        }
-        Err(e) => tracing::error!(error = %e, "recovery scan failed"),
-    }
-}
-
-async fn purge_idempotency(app: Arc<App>) {
-    let every = Duration::from_secs(app.settings.idempotency.purge_interval_s);
-    let retention_ms =
-        i64::try_from(app.settings.idempotency.retention_h).unwrap_or(i64::MAX / 4) * 3_600_000;
-    let mut ticker = tokio::time::interval(every);
-    loop {
-        ticker.tick().await;
-        match app
-            .store
-            .purge_idempotency(app.now_ms().saturating_sub(retention_ms))
-            .await
-        {
-            Ok(0) => {}
-            Ok(purged) => tracing::info!(purged, "expired idempotency keys purged"),
-            Err(e) => tracing::warn!(error = %e, "idempotency purge failed"),
-        }
-    }
 }
 
 /// Serves HTTP on `listener` until `shutdown` resolves, then stops gracefully.
@@ -235,67 +220,21 @@ pub async fn run(
     settings: Settings,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let running = start(settings).await?;
-    let app = running.app.clone();
-    let http = app.settings.http.clone();
+    install_panic_hook();
     let addr = listener.local_addr()?;
+    let running = start(settings, Arc::new(listener)).await?;
     tracing::info!(%addr, "kassa serving");
     // The one line on stdout: scripts and the end-to-end harness wait for it.
     println!("listening on http://{addr}");
-
-    let connections = Arc::new(Semaphore::new(http.connections_max));
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off briefly, keep serving.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, max = http.connections_max, "connection limit reached; refusing");
-            drop(stream);
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        let service = service_fn(move |req| {
-            let app = app.clone();
-            async move { Ok::<_, Infallible>(router::handle(app, req).await) }
-        });
-        let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_millis(http.header_read_timeout_ms))
-            .max_buf_size(64 * 1024)
-            .serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-            drop(permit);
-        });
-    }
-    drop(listener);
-    tracing::info!("shutting down: no new connections; finishing in-flight requests");
-    if tokio::time::timeout(
-        Duration::from_millis(http.shutdown_grace_ms),
-        graceful.shutdown(),
-    )
-    .await
-    .is_err()
-    {
-        tracing::warn!("in-flight requests did not finish within the grace period");
-    }
-    running.actors.stop().await;
-    if let Some(sandbox) = running.sandbox {
+    shutdown.await;
+    tracing::info!("shutting down");
+    let Running {
+        app,
+        actors,
+        sandbox,
+    } = running;
+    actors.stop().await;
+    if let Some(sandbox) = sandbox {
         sandbox.shutdown().await;
     }
     app.store.shutdown().await.context("closing the store")?;

@@ -1,0 +1,42 @@
+//! The janitor's work: re-drive orders a channel still owes an answer, purge expired
+//! idempotency keys. Run by the `janitor` worker of the supervision tree.
+
+use std::sync::Arc;
+
+use crate::app::App;
+
+/// Activates every order whose journal says the channel still owes an answer; each one
+/// re-drives its own work (same idempotency keys) as it loads.
+pub async fn recover_owed_orders(app: Arc<App>) {
+    let batch = app.settings.orders.recovery_batch_max;
+    match app.store.payment_ids_awaiting_channel(batch).await {
+        Ok(ids) => {
+            if !ids.is_empty() {
+                tracing::info!(
+                    orders = ids.len(),
+                    "re-driving orders a channel still owes an answer"
+                );
+            }
+            for id in ids {
+                if let Err(e) = app.directory.order(&id).await {
+                    tracing::warn!(order_id = %id, error = %e, "could not activate order for recovery");
+                }
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "recovery scan failed"),
+    }
+}
+
+pub async fn purge_idempotency(app: Arc<App>) {
+    let retention_ms =
+        i64::try_from(app.settings.idempotency.retention_h).unwrap_or(i64::MAX / 4) * 3_600_000;
+    match app
+        .store
+        .purge_idempotency(app.now_ms().saturating_sub(retention_ms))
+        .await
+    {
+        Ok(0) => {}
+        Ok(purged) => tracing::info!(purged, "expired idempotency keys purged"),
+        Err(e) => tracing::warn!(error = %e, "idempotency purge failed"),
+    }
+}

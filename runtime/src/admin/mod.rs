@@ -55,6 +55,13 @@ pub async fn route(
     incoming: Incoming,
     declared_len: Option<u64>,
 ) -> Result<Response<Body>, ApiError> {
+    if let [] | [""] = rest {
+        // The page itself holds nothing secret; every call it makes carries the token.
+        return match *method {
+            Method::GET => Ok(dashboard_page()),
+            _ => Err(method_not_allowed("GET")),
+        };
+    }
     auth::admin(headers, &app.settings.admin.token)?;
     let limit = app.settings.http.body_limit_bytes;
     match rest {
@@ -82,6 +89,21 @@ pub async fn route(
         }
         _ => crate::admin::supervision::route(app, method, rest, query).await,
     }
+}
+
+fn dashboard_page() -> Response<Body> {
+    let body = http_body_util::Full::new(Bytes::from_static(dashboard::DASHBOARD_HTML.as_bytes()));
+    let mut response = Response::new(http_body_util::BodyExt::boxed_unsync(body));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/html; charset=utf-8"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        header::HeaderValue::from_static(
+            "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'",
+        ),
+    );
+    headers.insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    response
 }
 
 fn channels(app: &App) -> Response<Body> {
@@ -185,4 +207,5 @@ pub async fn metrics(app: &App) -> Response<Body> {
     response
 }
 
+pub mod dashboard;
 pub mod supervision;

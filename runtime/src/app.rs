@@ -28,7 +28,8 @@ pub struct App {
     pub workers: crate::tree::WorkerRegistry,
     /// The multi-threaded runtime that runs HTTP and outbound I/O.
     pub io: tokio::runtime::Handle,
-    /// Set to true when shutdown starts: long-lived responses (the event stream) end.
+    /// True while no accept loop serves (shutdown, or an http restart): long-lived responses
+    /// (the event stream) end, so they never hold up a drain.
     pub closing: tokio::sync::watch::Sender<bool>,
     /// The root supervisor, once the tree has started.
     pub root: std::sync::OnceLock<actix::Addr<kassa_supervision::Supervisor>>,

@@ -26,6 +26,8 @@ const ACCEPT_RETRY_MS: u64 = 10;
 /// most `http.shutdown_grace_ms`.
 pub async fn serve(listener: Arc<TcpListener>, app: Arc<App>, mut stop: oneshot::Receiver<()>) {
     let http = app.settings.http.clone();
+    // Streams (the event stream) follow this loop: they end when it stops.
+    app.closing.send_replace(false);
     let connections = Arc::new(Semaphore::new(http.connections_max));
     let graceful = GracefulShutdown::new();
     loop {
@@ -65,6 +67,7 @@ pub async fn serve(listener: Arc<TcpListener>, app: Arc<App>, mut stop: oneshot:
         });
     }
     tracing::info!("http: no new connections; finishing in-flight requests");
+    app.closing.send_replace(true);
     let grace = Duration::from_millis(http.shutdown_grace_ms);
     if tokio::time::timeout(grace, graceful.shutdown())
         .await

@@ -12,6 +12,8 @@
 //!   (error object, payment, refund, list).
 //! - [`raw`]: [`send_raw_http`], a bare HTTP/1.1 exchange for requests the server may answer
 //!   before reading them (413 on a huge body), which hyper's client reports as a broken pipe.
+//! - [`browser`]: [`browser::Browser`], a headless Chromium driven through chromedriver
+//!   (W3C WebDriver over HTTP), for the dashboard test; skips without the tools unless `CI=true`.
 //! - [`poll`]: [`poll_until`], waiting for a condition with a deadline (tests never sleep a fixed
 //!   time in place of a condition).
 //!
@@ -23,6 +25,7 @@
 
 pub mod api;
 pub mod binary;
+pub mod browser;
 pub mod cli;
 pub mod poll;
 pub mod process;

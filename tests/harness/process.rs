@@ -171,6 +171,15 @@ impl Kassa {
         }
     }
 
+    /// The exit status if the process has exited on its own (and reaps it); `None` while it runs.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().ok().flatten()?;
+        self.child = None;
+        self.log
+            .line("harness", format!("exited: {status}").as_bytes());
+        Some(status)
+    }
+
     /// An operator client for the current run.
     pub fn admin(&self) -> AdminClient {
         AdminClient::new(&self.base_url, &self.admin_token)

@@ -252,18 +252,11 @@ async fn manual_capture_partial_capture_and_cancel() {
     assert_error(&response, 409, "payment_unexpected_state");
 }
 
-/// Polls `GET /v1/payments/{id}` until its status is `want`.
+/// Waits until the payment leaves `processing`, and checks it became `want`.
 async fn wait_for_status(merchant: &MerchantClient, id: &str, want: &str) -> Value {
-    let what = format!("payment {id} to become {want}");
-    poll_until(&what, SETTLE_TIMEOUT, || async {
-        let payment = get_payment(merchant, id).await;
-        if payment["status"] == want {
-            Ok(payment)
-        } else {
-            Err(payment.to_string())
-        }
-    })
-    .await
+    let payment = wait_until_settled(merchant, id, SETTLE_TIMEOUT).await;
+    assert_eq!(payment["status"], want, "{payment}");
+    payment
 }
 
 #[tokio::test]

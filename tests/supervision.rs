@@ -69,6 +69,18 @@ impl Events {
         events
     }
 
+    /// Opens the stream once the whole tree has started, counting only events from then on.
+    async fn open_started(kassa: &Kassa) -> Events {
+        let mut events = Events::open(kassa).await;
+        events
+            .until("the tree to start", |seen| {
+                has(seen, "root/http", "started")
+            })
+            .await;
+        events.mark();
+        events
+    }
+
     /// Forget what was seen; from now on only newer events count.
     fn mark(&mut self) {
         self.since_ms = unix_ms();
@@ -297,13 +309,7 @@ async fn a_panicking_order_is_restarted_and_the_order_is_intact() {
 #[tokio::test]
 async fn one_for_all_and_rest_for_one_restart_exactly_the_right_siblings() {
     let kassa = start().await;
-    let mut events = Events::open(&kassa).await;
-    events
-        .until("the tree to start", |seen| {
-            has(seen, "root/http", "started")
-        })
-        .await;
-    events.mark();
+    let mut events = Events::open_started(&kassa).await;
 
     // notifier is one_for_all: the outbox's crash restarts the dispatcher too, nothing else.
     inject(&kassa, "root/notifier/outbox").await;
@@ -343,13 +349,7 @@ async fn one_for_all_and_rest_for_one_restart_exactly_the_right_siblings() {
 async fn a_crash_loop_escalates_and_the_service_carries_on() {
     let kassa = start().await;
     let merchant = kassa.new_merchant("Loop Ltd").await;
-    let mut events = Events::open(&kassa).await;
-    events
-        .until("the tree to start", |seen| {
-            has(seen, "root/http", "started")
-        })
-        .await;
-    events.mark();
+    let mut events = Events::open_started(&kassa).await;
     // channels allows 3 restarts in 5 s: the fourth crash makes it give up and escalate; root
     // (rest_for_one) restarts channels and everything started after it, not the store writer.
     for _ in 0..4 {

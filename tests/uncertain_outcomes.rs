@@ -64,22 +64,7 @@ async fn a_timed_out_charge_stays_processing_then_takes_the_channels_answer() {
     kassa.set_env("KASSA_SANDBOX_LATENCY_MS", 0);
     kassa.restart().await;
     let merchant = merchant.with_base_url(kassa.base_url());
-    let settled = poll_until(
-        "the order to take the channel's answer",
-        Duration::from_secs(30),
-        || {
-            let merchant = merchant.clone();
-            let id = id.clone();
-            async move {
-                let payment = get_payment(&merchant, &id).await;
-                match payment["status"].as_str() {
-                    Some("processing") => Err(payment.to_string()),
-                    _ => Ok(payment),
-                }
-            }
-        },
-    )
-    .await;
+    let settled = wait_until_settled(&merchant, &id, Duration::from_secs(30)).await;
     assert_eq!(settled["status"], "succeeded", "{settled}");
     assert_eq!(settled["amount_captured"], "10.00", "{settled}");
     let charges = sandbox_charges_under(&kassa, &id).await;
@@ -114,18 +99,7 @@ async fn an_order_whose_charge_never_left_kassa_is_failed_only_once_the_channel_
     kassa.set_env("KASSA_CHANNELS_CARD_BASE_URL", "");
     kassa.restart().await;
     let merchant = merchant.with_base_url(kassa.base_url());
-    let settled = poll_until("the order to be resolved", Duration::from_secs(30), || {
-        let merchant = merchant.clone();
-        let id = id.clone();
-        async move {
-            let payment = get_payment(&merchant, &id).await;
-            match payment["status"].as_str() {
-                Some("processing") => Err(payment.to_string()),
-                _ => Ok(payment),
-            }
-        }
-    })
-    .await;
+    let settled = wait_until_settled(&merchant, &id, Duration::from_secs(30)).await;
     assert_eq!(settled["status"], "failed", "{settled}");
     assert_eq!(settled["failure_code"], "processing_error", "{settled}");
     assert!(sandbox_charges_under(&kassa, &id).await.is_empty());

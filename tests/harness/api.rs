@@ -417,3 +417,20 @@ pub fn id_of(object: &Value) -> String {
         .unwrap_or_else(|| panic!("object has no string id: {object}"))
         .to_owned()
 }
+
+/// Polls `GET /v1/payments/{id}` until the payment leaves `processing`; returns it.
+pub async fn wait_until_settled(
+    merchant: &MerchantClient,
+    id: &str,
+    timeout: std::time::Duration,
+) -> Value {
+    let what = format!("payment {id} to leave processing");
+    crate::poll_until(&what, timeout, || async {
+        let payment = get_payment(merchant, id).await;
+        match payment["status"].as_str() {
+            Some("processing") => Err(payment.to_string()),
+            _ => Ok(payment),
+        }
+    })
+    .await
+}

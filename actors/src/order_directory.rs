@@ -26,9 +26,9 @@ use std::time::{Duration, Instant};
 use actix::dev::ArbiterHandle;
 use actix::prelude::*;
 use kassa_supervision::{
-    ChildExited, ChildRef, ChildSpec, ChildStart, DynamicChildren, DynamicDecision, DynamicSpec,
-    EventBus, EventKind, ExitGuard, ExitReason, GetSnapshot, Intensity, RestartType, Shutdown,
-    unix_now_ms,
+    Backoff, ChildExited, ChildRef, ChildSpec, ChildStart, DynamicChildren, DynamicDecision,
+    DynamicSpec, EventBus, EventKind, ExitGuard, ExitReason, GetSnapshot, Intensity, RestartType,
+    Shutdown, unix_now_ms,
 };
 use parking_lot::RwLock;
 
@@ -159,6 +159,9 @@ struct LiveOrder {
     tick: u64,
 }
 
+/// Delay before an order restarts after a crash: grows per order, with jitter.
+pub const ORDER_RESTART_BACKOFF: Backoff = Backoff::new(20, 5_000, true);
+
 /// Stale queue entries tolerated before compaction.
 const LRU_SLACK: usize = 1_024;
 
@@ -221,6 +224,8 @@ impl OrderShard {
     ) -> OrderShard {
         let spec = DynamicSpec::new(RestartType::Transient)
             .with_intensity(limits.intensity)
+            // A crash-looping order backs off (per order) instead of spinning.
+            .with_backoff(ORDER_RESTART_BACKOFF)
             // Live orders plus those asked to passivate and not yet gone.
             .with_children_max(limits.live_max.saturating_mul(2).saturating_add(LRU_SLACK));
         let seed = now_ms() ^ (index as u64).rotate_left(32);

@@ -94,13 +94,31 @@ impl OrderDirectory {
         self.shards.read().get(index).cloned().flatten()
     }
 
-    /// The live actor of order `id`, started if needed.
+    /// The live actor of order `id`, started if needed, for a caller that will send it one
+    /// message now: the order will not passivate before that message arrives.
     pub async fn order(&self, id: &str) -> Result<Addr<PaymentOrder>, OrderError> {
+        self.activate_order(id, true).await
+    }
+
+    /// Starts order `id` if it is not live (it then re-drives whatever a channel owes it),
+    /// without announcing a message.
+    pub async fn wake(&self, id: &str) -> Result<(), OrderError> {
+        self.activate_order(id, false).await.map(|_| ())
+    }
+
+    async fn activate_order(
+        &self,
+        id: &str,
+        announce: bool,
+    ) -> Result<Addr<PaymentOrder>, OrderError> {
         let shard = self
             .shard(self.shard_of(id))
             .ok_or_else(|| OrderError::Unavailable("order shard is not running".into()))?;
         shard
-            .send(Activate { id: id.to_string() })
+            .send(Activate {
+                id: id.to_string(),
+                announce,
+            })
             .await
             .map_err(|_| OrderError::Unavailable("order shard is restarting".into()))?
     }
@@ -299,6 +317,8 @@ impl Actor for OrderShard {
 #[rtype(result = "Result<Addr<PaymentOrder>, OrderError>")]
 struct Activate {
     id: String,
+    /// The caller will send one message: count it so the order stays for it.
+    announce: bool,
 }
 
 #[derive(Message)]
@@ -321,7 +341,9 @@ impl Handler<Activate> for OrderShard {
         };
         // Counted here, on the order's own thread, before the caller can send: the order
         // cannot passivate between this answer and the caller's message.
-        order.announced.fetch_add(1, Ordering::AcqRel);
+        if msg.announce {
+            order.announced.fetch_add(1, Ordering::AcqRel);
+        }
         self.evicting.remove(&msg.id);
         let addr = order.addr.clone();
         self.orders.touch(&msg.id, order);

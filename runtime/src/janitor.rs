@@ -18,7 +18,7 @@ pub async fn recover_owed_orders(app: Arc<App>) {
                 );
             }
             for id in ids {
-                if let Err(e) = app.directory.order(&id).await {
+                if let Err(e) = app.directory.wake(&id).await {
                     tracing::warn!(order_id = %id, error = %e, "could not activate order for recovery");
                 }
             }

@@ -78,7 +78,8 @@ impl CardPort {
     }
 }
 
-fn from_card(outcome: CardOutcome) -> ChargeOutcome {
+/// The card protocol's outcome in the order's terms.
+pub fn from_card(outcome: CardOutcome) -> ChargeOutcome {
     match outcome {
         CardOutcome::Succeeded { provider_ref } => ChargeOutcome::Succeeded { provider_ref },
         CardOutcome::Authorized { provider_ref } => ChargeOutcome::Authorized { provider_ref },

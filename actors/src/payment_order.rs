@@ -832,3 +832,21 @@ impl Handler<Shutdown> for PaymentOrder {
         ctx.stop();
     }
 }
+
+/// A channel's own report of a charge's outcome (an inbound provider callback). Journaled
+/// like any outcome: a duplicate, late or out-of-order report changes nothing.
+#[derive(Message)]
+#[rtype(result = "Result<Payment, OrderError>")]
+pub struct Report(pub ChargeOutcome);
+
+impl Handler<Report> for PaymentOrder {
+    type Result = AtomicResponse<Self, Result<Payment, OrderError>>;
+
+    fn handle(&mut self, Report(outcome): Report, _ctx: &mut Context<Self>) -> Self::Result {
+        self.arrived();
+        if let Some(err) = self.unavailable() {
+            return AtomicResponse::new(ready(Err(err)));
+        }
+        AtomicResponse::new(self.execute(Command::ChargeOutcome(outcome)))
+    }
+}

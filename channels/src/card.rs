@@ -11,6 +11,7 @@
 //! [`ChannelError::outcome_unknown`], [`CardChannel::resolve`] turns "did it go through?" into a
 //! fact: either the charge, or a tombstone that guarantees the key can never charge.
 
+pub mod callback;
 mod card_data;
 pub mod signature;
 pub(crate) mod transformers;

@@ -67,6 +67,7 @@ fn route_label(method: &Method, path: &str) -> &'static str {
         ["readyz"] => "GET /readyz",
         ["metrics"] => "GET /metrics",
         ["admin", rest @ ..] => crate::admin::route_label(method, rest),
+        ["callbacks", "card"] => "POST /callbacks/card",
         ["v1", rest @ ..] => match endpoint(method, rest) {
             Ok(Endpoint::CreatePayment) => "POST /v1/payments",
             Ok(Endpoint::ListPayments) => "GET /v1/payments",
@@ -134,6 +135,16 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Response<Body>,
             Method::GET => Ok(crate::admin::metrics(app).await),
             _ => Err(method_not_allowed("GET")),
         },
+        ["callbacks", channel] => {
+            if parts.method != Method::POST {
+                return Err(method_not_allowed("POST"));
+            }
+            let body = body::read_limited(incoming, declared_len, limit).await?;
+            let (status, body) =
+                crate::routes::callbacks::receive(app, channel, path, &parts.headers, &body)
+                    .await?;
+            Ok(json_response(status, body))
+        }
         ["admin", rest @ ..] => {
             crate::admin::route(
                 app,

@@ -1,6 +1,7 @@
 //! One file per resource; each handler takes the parsed request and answers `(status, body)`.
 
 pub mod admin;
+pub mod callbacks;
 pub mod payments;
 pub mod refunds;
 

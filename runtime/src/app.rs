@@ -36,6 +36,7 @@ pub struct App {
     pub store: Arc<dyn Store>,
     pub directory: OrderDirectory,
     pub merchants: Merchants,
+    pub methods: crate::methods::Methods,
     pub idempotency: Idempotency,
     pub clock: Arc<dyn Clock>,
 }

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use futures::future::BoxFuture;
 use kassa_store::{
-    Append, AppendError, IdempotencyRecord, JournalEntry, ListQuery, MerchantRecord, Page,
-    PaymentRow, RefundRow, Store, StoreError, StoreResult, StoreStats, UnixMs,
+    Append, AppendError, IdempotencyRecord, JournalEntry, ListQuery, MerchantRecord, MethodRecord,
+    Page, PaymentRow, RefundRow, Store, StoreError, StoreResult, StoreStats, UnixMs,
 };
 
 /// The most appends one request may ask to fail.
@@ -88,6 +88,12 @@ impl Store for FaultyStore {
     }
     fn list_merchants(&self) -> BoxFuture<'static, StoreResult<Vec<MerchantRecord>>> {
         self.inner.list_merchants()
+    }
+    fn list_methods(&self) -> BoxFuture<'static, StoreResult<Vec<MethodRecord>>> {
+        self.inner.list_methods()
+    }
+    fn put_method(&self, method: MethodRecord) -> BoxFuture<'static, StoreResult<()>> {
+        self.inner.put_method(method)
     }
     fn get_idempotency(
         &self,

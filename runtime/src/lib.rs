@@ -22,6 +22,7 @@ pub mod http_server;
 pub mod idempotency;
 pub mod janitor;
 pub mod merchants;
+pub mod methods;
 pub mod metrics;
 pub mod router;
 pub mod routes;

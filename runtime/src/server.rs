@@ -185,11 +185,15 @@ async fn start(settings: Settings, listener: Arc<TcpListener>) -> anyhow::Result
         idle_ms: settings.orders.order_idle_ms,
     });
     let directory = OrderDirectory::new(settings.orders.shard_count());
+    let methods = crate::methods::Methods::load(store.clone(), clock.now_ms())
+        .await
+        .context("loading payment methods")?;
     let app = Arc::new(App {
         metrics: Metrics::new(),
         faults,
         card_adapter: adapter,
         merchants: Merchants::new(store.clone(), sealer),
+        methods,
         idempotency: Idempotency::new(store.clone()),
         store,
         directory,

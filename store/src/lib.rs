@@ -110,6 +110,21 @@ impl std::fmt::Debug for MerchantRecord {
     }
 }
 
+/// A payment method's terms in one currency: the channel that carries it and its limits.
+/// Methods are data: operators change them through the admin API, not config files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MethodRecord {
+    pub method: String,
+    /// ISO 4217 code.
+    pub currency: String,
+    pub channel: String,
+    /// Smallest and largest single payment, in the currency's minor units.
+    pub min_minor: i64,
+    pub max_minor: i64,
+    pub enabled: bool,
+    pub updated_ms: UnixMs,
+}
+
 /// The stored response of a completed idempotent request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IdempotencyRecord {
@@ -212,6 +227,11 @@ pub trait Store: Send + Sync + 'static {
     fn put_merchant(&self, merchant: MerchantRecord) -> BoxFuture<'static, StoreResult<()>>;
     fn get_merchant(&self, id: &str) -> BoxFuture<'static, StoreResult<Option<MerchantRecord>>>;
     fn list_merchants(&self) -> BoxFuture<'static, StoreResult<Vec<MerchantRecord>>>;
+
+    /// Every method and currency, ordered by (method, currency).
+    fn list_methods(&self) -> BoxFuture<'static, StoreResult<Vec<MethodRecord>>>;
+    /// Inserts or replaces the terms of (method, currency).
+    fn put_method(&self, method: MethodRecord) -> BoxFuture<'static, StoreResult<()>>;
 
     fn get_idempotency(
         &self,

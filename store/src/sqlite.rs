@@ -42,8 +42,8 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::oneshot;
 
 use crate::{
-    Append, AppendError, IdempotencyRecord, JournalEntry, ListQuery, MerchantRecord, Page,
-    PaymentRow, RefundRow, Store, StoreError, StoreResult, StoreStats, UnixMs,
+    Append, AppendError, IdempotencyRecord, JournalEntry, ListQuery, MerchantRecord, MethodRecord,
+    Page, PaymentRow, RefundRow, Store, StoreError, StoreResult, StoreStats, UnixMs,
 };
 use writer::{Counters, WriteRequest, Writer};
 
@@ -358,6 +358,14 @@ impl Store for SqliteStore {
 
     fn list_merchants(&self) -> BoxFuture<'static, StoreResult<Vec<MerchantRecord>>> {
         self.read(reader::list_merchants)
+    }
+
+    fn list_methods(&self) -> BoxFuture<'static, StoreResult<Vec<MethodRecord>>> {
+        self.read(reader::list_methods)
+    }
+
+    fn put_method(&self, method: MethodRecord) -> BoxFuture<'static, StoreResult<()>> {
+        self.write(|reply| WriteRequest::PutMethod { method, reply })
     }
 
     fn get_idempotency(

@@ -12,8 +12,8 @@ use futures::FutureExt;
 use futures::future::{BoxFuture, join_all};
 use kassa_store::sqlite::{SqliteConfig, SqliteStore};
 use kassa_store::{
-    Append, AppendError, IdempotencyRecord, JournalEntry, ListQuery, MerchantRecord, PaymentRow,
-    RefundRow, Store, StoreError,
+    Append, AppendError, IdempotencyRecord, JournalEntry, ListQuery, MerchantRecord, MethodRecord,
+    PaymentRow, RefundRow, Store, StoreError,
 };
 use tempfile::TempDir;
 
@@ -421,7 +421,8 @@ async fn a_newer_schema_is_refused() {
     let dir = TempDir::new().unwrap();
     open(&dir).shutdown().await.unwrap();
     let conn = rusqlite::Connection::open(store_path(&dir)).unwrap();
-    conn.pragma_update(None, "user_version", 2).unwrap();
+    let current: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0)).unwrap();
+    conn.pragma_update(None, "user_version", current + 1).unwrap();
     drop(conn);
     let err = SqliteStore::open(config(&dir)).unwrap_err();
     assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
@@ -776,4 +777,32 @@ fn open_refuses_zero_bounds() {
         let err = SqliteStore::open(config).unwrap_err();
         assert!(err.to_string().contains(zero), "{err}");
     }
+}
+
+fn method(currency: &str, min_minor: i64, max_minor: i64) -> MethodRecord {
+    MethodRecord {
+        method: "card".to_owned(),
+        currency: currency.to_owned(),
+        channel: "card".to_owned(),
+        min_minor,
+        max_minor,
+        enabled: true,
+        updated_ms: 1,
+    }
+}
+
+#[tokio::test]
+async fn methods_upsert_list_and_refuse_impossible_limits() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    assert!(store.list_methods().await.unwrap().is_empty());
+    store.put_method(method("USD", 1, 100)).await.unwrap();
+    store.put_method(method("EUR", 1, 50)).await.unwrap();
+    store.put_method(method("USD", 5, 500)).await.unwrap();
+    let listed = store.list_methods().await.unwrap();
+    assert_eq!(listed, [method("EUR", 1, 50), method("USD", 5, 500)]);
+    // The schema refuses a minimum above the maximum, and a zero minimum.
+    assert!(store.put_method(method("GBP", 10, 5)).await.is_err());
+    assert!(store.put_method(method("GBP", 0, 5)).await.is_err());
+    assert_eq!(store.list_methods().await.unwrap().len(), 2);
 }

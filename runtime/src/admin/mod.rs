@@ -25,6 +25,8 @@ pub fn route_label(method: &Method, rest: &[&str]) -> &'static str {
         (&Method::GET, ["channels"]) => "GET /admin/channels",
         (&Method::GET, ["events"]) => "GET /admin/events",
         (&Method::POST, ["faults"]) => "POST /admin/faults",
+        (&Method::GET, ["methods"]) => "GET /admin/methods",
+        (&Method::PUT, ["methods", _, _]) => "PUT /admin/methods/{method}/{currency}",
         _ => "unmatched",
     }
 }
@@ -72,6 +74,17 @@ pub async fn route(
             let body = body::read_limited(incoming, declared_len, limit).await?;
             let (status, body) = merchants_admin::create_merchant(app, &body).await?;
             Ok(json_response(status, body))
+        }
+        ["methods"] => match *method {
+            Method::GET => Ok(json(StatusCode::OK, &methods_list(app))),
+            _ => Err(method_not_allowed("GET")),
+        },
+        ["methods", name, currency] => {
+            if method != Method::PUT {
+                return Err(method_not_allowed("PUT"));
+            }
+            let body = body::read_limited(incoming, declared_len, limit).await?;
+            put_method(app, name, currency, &body).await
         }
         ["channels"] => match *method {
             Method::GET => Ok(channels(app)),
@@ -215,3 +228,84 @@ pub async fn metrics(app: &App) -> Response<Body> {
 
 pub mod dashboard;
 pub mod supervision;
+
+fn method_json(record: &kassa_store::MethodRecord) -> serde_json::Value {
+    let amount = |minor: i64| {
+        kassa_actors::money::Currency::from_code(&record.currency)
+            .and_then(|c| kassa_actors::money::Money::from_minor(minor, c))
+            .map(|m| m.to_string())
+            .unwrap_or_default()
+    };
+    json!({
+        "object": "method",
+        "method": record.method,
+        "currency": record.currency,
+        "channel": record.channel,
+        "min_amount": amount(record.min_minor),
+        "max_amount": amount(record.max_minor),
+        "enabled": record.enabled,
+        "updated": record.updated_ms.div_euclid(1_000),
+    })
+}
+
+fn methods_list(app: &App) -> serde_json::Value {
+    let data: Vec<_> = app.methods.list().iter().map(method_json).collect();
+    json!({"object": "list", "data": data, "has_more": false})
+}
+
+/// `PUT /admin/methods/{method}/{currency}`: replace one method's terms (audited).
+async fn put_method(
+    app: &App,
+    name: &str,
+    currency: &str,
+    body: &[u8],
+) -> Result<Response<Body>, ApiError> {
+    use kassa_actors::money::{Currency, Money};
+    if !crate::methods::METHODS.contains(&name) {
+        return Err(
+            ApiError::unprocessable("method_unsupported", "no such method").with_param("method"),
+        );
+    }
+    let currency =
+        Currency::from_code(currency).map_err(|e| ApiError::from(e).with_param("currency"))?;
+    let Some(mut f) = Fields::parse(body, false)? else {
+        return Err(ApiError::bad_request(
+            "invalid_json",
+            "the request body is empty",
+        ));
+    };
+    let channel = f.required_string("channel")?;
+    let min = f.amount("min_amount", true)?.unwrap_or_default();
+    let max = f.amount("max_amount", true)?.unwrap_or_default();
+    let enabled = f.boolean("enabled")?.unwrap_or(true);
+    f.finish()?;
+    if !crate::methods::CHANNELS.contains(&channel.as_str()) {
+        return Err(
+            ApiError::unprocessable("value_invalid", "no such channel").with_param("channel")
+        );
+    }
+    let min = Money::parse_positive(&min, currency)
+        .map_err(|e| ApiError::from(e).with_param("min_amount"))?;
+    let max = Money::parse_positive(&max, currency)
+        .map_err(|e| ApiError::from(e).with_param("max_amount"))?;
+    if min.minor_units() > max.minor_units() {
+        return Err(
+            ApiError::unprocessable("value_invalid", "min_amount exceeds max_amount")
+                .with_param("min_amount"),
+        );
+    }
+    let record = kassa_store::MethodRecord {
+        method: name.to_string(),
+        currency: currency.code().to_string(),
+        channel,
+        min_minor: min.minor_units(),
+        max_minor: max.minor_units(),
+        enabled,
+        updated_ms: app.now_ms(),
+    };
+    app.methods.put(record.clone()).await?;
+    tracing::info!(target: "audit", method = %record.method, currency = %record.currency,
+        channel = %record.channel, min_minor = record.min_minor, max_minor = record.max_minor,
+        enabled = record.enabled, "payment method terms changed by an operator");
+    Ok(json(StatusCode::OK, &method_json(&record)))
+}

@@ -21,15 +21,6 @@ use crate::routes::{Answer, list_body};
 pub const MERCHANT_ORDER_ID_CHARS_MAX: usize = 128;
 pub const DESCRIPTION_CHARS_MAX: usize = 1_000;
 
-/// Largest single card payment, in major units, by the currency's exponent.
-fn card_limit_major(currency: Currency) -> i64 {
-    match currency.exponent() {
-        0 => 100_000_000,
-        3 => 100_000,
-        _ => 1_000_000,
-    }
-}
-
 struct CreateRequest {
     new: NewPayment,
     card: CardData,
@@ -112,10 +103,21 @@ fn parse_create(
     let currency =
         Currency::from_code(&currency).map_err(|e| ApiError::from(e).with_param("currency"))?;
     let amount = Money::parse_positive(&amount, currency)?;
-    let method = match method.as_deref() {
-        None | Some("card") => Method::Card,
-        Some(other) => {
-            let shown: String = other.chars().take(32).collect();
+    let method_name = method.as_deref().unwrap_or("card");
+    let shown: String = method_name.chars().take(32).collect();
+    let terms = app
+        .methods
+        .terms(method_name, currency.code())
+        .ok_or_else(|| {
+            ApiError::unprocessable(
+                "method_unsupported",
+                format!("method '{shown}' is not available for {currency}"),
+            )
+            .with_param("method")
+        })?;
+    let method = match method_name {
+        "card" => Method::Card,
+        _ => {
             return Err(ApiError::unprocessable(
                 "method_unsupported",
                 format!("method '{shown}' is not supported"),
@@ -123,11 +125,28 @@ fn parse_create(
             .with_param("method"));
         }
     };
-    let limit = card_limit_major(currency);
-    if amount.minor_units() > limit.saturating_mul(10_i64.pow(currency.exponent())) {
+    let limit = |minor: i64| {
+        Money::from_minor(minor, currency)
+            .map(|m| m.to_string())
+            .unwrap_or_default()
+    };
+    if amount.minor_units() < terms.min_minor {
+        return Err(ApiError::unprocessable(
+            "amount_under_limit",
+            format!(
+                "{shown} payments in {currency} start at {}",
+                limit(terms.min_minor)
+            ),
+        )
+        .with_param("amount"));
+    }
+    if amount.minor_units() > terms.max_minor {
         return Err(ApiError::unprocessable(
             "amount_over_limit",
-            format!("card payments are limited to {limit} {currency}"),
+            format!(
+                "{shown} payments in {currency} are limited to {}",
+                limit(terms.max_minor)
+            ),
         )
         .with_param("amount"));
     }

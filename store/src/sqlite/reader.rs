@@ -13,8 +13,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{backend, i64_from_seq};
 use crate::{
-    IdempotencyRecord, JournalEntry, ListQuery, MerchantRecord, Page, PaymentRow, RefundRow,
-    StoreError, StoreResult,
+    IdempotencyRecord, JournalEntry, ListQuery, MerchantRecord, MethodRecord, Page, PaymentRow,
+    RefundRow, StoreError, StoreResult,
 };
 
 /// Largest page `list_payments` returns, whatever the caller asks.
@@ -385,4 +385,27 @@ pub(super) fn get_idempotency(
             e,
         )
     })
+}
+
+pub(super) fn list_methods(conn: &Connection) -> StoreResult<Vec<MethodRecord>> {
+    conn.prepare_cached(
+        "SELECT method, currency, channel, min_minor, max_minor, enabled, updated_ms
+         FROM methods ORDER BY method, currency",
+    )
+    .and_then(|mut select| {
+        select
+            .query_map([], |row| {
+                Ok(MethodRecord {
+                    method: row.get(0)?,
+                    currency: row.get(1)?,
+                    channel: row.get(2)?,
+                    min_minor: row.get(3)?,
+                    max_minor: row.get(4)?,
+                    enabled: row.get(5)?,
+                    updated_ms: row.get(6)?,
+                })
+            })?
+            .collect()
+    })
+    .map_err(|e| backend("list methods", e))
 }

@@ -13,7 +13,7 @@ use super::backend;
 use crate::{StoreError, StoreResult};
 
 /// The schema version this code writes and reads.
-pub(super) const SCHEMA_VERSION: i64 = 1;
+pub(super) const SCHEMA_VERSION: i64 = 2;
 
 /// Prepared statements kept per connection; the backend uses fewer than this.
 const STATEMENT_CACHE_CAPACITY: usize = 32;
@@ -74,8 +74,22 @@ CREATE TABLE idempotency (
 CREATE INDEX idempotency_by_created ON idempotency (created_ms);
 ";
 
+/// Version 1 → 2: payment methods as data.
+const MIGRATION_2: &str = "
+CREATE TABLE methods (
+    method     TEXT NOT NULL,
+    currency   TEXT NOT NULL,
+    channel    TEXT NOT NULL,
+    min_minor  INTEGER NOT NULL CHECK (min_minor >= 1),
+    max_minor  INTEGER NOT NULL CHECK (max_minor >= min_minor),
+    enabled    INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    PRIMARY KEY (method, currency)
+) WITHOUT ROWID;
+";
+
 /// Migrations in order: `MIGRATIONS[n]` moves the schema from version `n` to `n + 1`.
-const MIGRATIONS: [&str; 1] = [MIGRATION_1];
+const MIGRATIONS: [&str; 2] = [MIGRATION_1, MIGRATION_2];
 
 /// Opens the one read-write connection: WAL, `synchronous=FULL`, foreign keys,
 /// and the schema brought up to [`SCHEMA_VERSION`].

@@ -8,8 +8,8 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 
 use super::{backend, i64_from_seq, reader};
 use crate::{
-    Append, AppendError, IdempotencyRecord, MerchantRecord, PaymentRow, RefundRow, StoreError,
-    StoreResult, UnixMs,
+    Append, AppendError, IdempotencyRecord, MerchantRecord, MethodRecord, PaymentRow, RefundRow,
+    StoreError, StoreResult, UnixMs,
 };
 
 /// Checks `expected_seq`, inserts the entries, upserts the projections.
@@ -229,4 +229,34 @@ pub(super) fn purge_idempotency(
         .map_err(|e| backend("purge idempotency records", e))?;
     debug_assert!(deleted <= rows_max as usize);
     Ok(u64::try_from(deleted).unwrap_or(u64::MAX))
+}
+
+/// Inserts or replaces the terms of (method, currency).
+pub(super) fn put_method(conn: &Connection, method: &MethodRecord) -> StoreResult<()> {
+    conn.prepare_cached(
+        "INSERT INTO methods (method, currency, channel, min_minor, max_minor, enabled, updated_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (method, currency) DO UPDATE SET
+             channel = excluded.channel, min_minor = excluded.min_minor,
+             max_minor = excluded.max_minor, enabled = excluded.enabled,
+             updated_ms = excluded.updated_ms",
+    )
+    .and_then(|mut upsert| {
+        upsert.execute(params![
+            method.method,
+            method.currency,
+            method.channel,
+            method.min_minor,
+            method.max_minor,
+            method.enabled,
+            method.updated_ms,
+        ])
+    })
+    .map(|_| ())
+    .map_err(|e| {
+        backend(
+            format!("put method {} {}", method.method, method.currency),
+            e,
+        )
+    })
 }

@@ -20,8 +20,8 @@ use tokio::sync::oneshot;
 
 use super::{backend, write_ops};
 use crate::{
-    Append, AppendError, IdempotencyRecord, MerchantRecord, StoreError, StoreResult, StoreStats,
-    UnixMs,
+    Append, AppendError, IdempotencyRecord, MerchantRecord, MethodRecord, StoreError, StoreResult,
+    StoreStats, UnixMs,
 };
 
 /// One write, with the channel its answer goes back on.
@@ -32,6 +32,10 @@ pub(super) enum WriteRequest {
     },
     PutMerchant {
         merchant: MerchantRecord,
+        reply: oneshot::Sender<StoreResult<()>>,
+    },
+    PutMethod {
+        method: MethodRecord,
         reply: oneshot::Sender<StoreResult<()>>,
     },
     PutIdempotency {
@@ -54,8 +58,12 @@ impl WriteRequest {
                 result: write_ops::append(conn, &append),
                 reply,
             }),
-            Self::PutMerchant { merchant, reply } => Applied::PutMerchant(Pending {
+            Self::PutMerchant { merchant, reply } => Applied::Unit(Pending {
                 result: write_ops::put_merchant(conn, &merchant),
+                reply,
+            }),
+            Self::PutMethod { method, reply } => Applied::Unit(Pending {
+                result: write_ops::put_method(conn, &method),
                 reply,
             }),
             Self::PutIdempotency { record, reply } => Applied::PutIdempotency(Pending {
@@ -81,10 +89,12 @@ impl WriteRequest {
                 result: Err(error().into()),
                 reply,
             }),
-            Self::PutMerchant { reply, .. } => Applied::PutMerchant(Pending {
-                result: Err(error()),
-                reply,
-            }),
+            Self::PutMerchant { reply, .. } | Self::PutMethod { reply, .. } => {
+                Applied::Unit(Pending {
+                    result: Err(error()),
+                    reply,
+                })
+            }
             Self::PutIdempotency { reply, .. } => Applied::PutIdempotency(Pending {
                 result: Err(error()),
                 reply,
@@ -100,7 +110,8 @@ impl WriteRequest {
 /// A request that has run inside the open transaction, waiting for the COMMIT.
 enum Applied {
     Append(Pending<(), AppendError>),
-    PutMerchant(Pending<(), StoreError>),
+    /// A write that answers `()` (merchants, methods).
+    Unit(Pending<(), StoreError>),
     PutIdempotency(Pending<IdempotencyRecord, StoreError>),
     PurgeIdempotency(Pending<u64, StoreError>),
 }
@@ -109,7 +120,7 @@ impl Applied {
     fn is_ok(&self) -> bool {
         match self {
             Self::Append(p) => p.result.is_ok(),
-            Self::PutMerchant(p) => p.result.is_ok(),
+            Self::Unit(p) => p.result.is_ok(),
             Self::PutIdempotency(p) => p.result.is_ok(),
             Self::PurgeIdempotency(p) => p.result.is_ok(),
         }
@@ -120,7 +131,7 @@ impl Applied {
     fn settle(self, batch: Result<(), &str>) {
         match self {
             Self::Append(p) => p.settle(batch),
-            Self::PutMerchant(p) => p.settle(batch),
+            Self::Unit(p) => p.settle(batch),
             Self::PutIdempotency(p) => p.settle(batch),
             Self::PurgeIdempotency(p) => p.settle(batch),
         }

@@ -34,13 +34,6 @@ use crate::payment::{
 };
 use crate::views::{payment_json, refund_json};
 
-/// Delays before re-driving work whose outcome the channel did not give, in order; the
-/// last one repeats until `REDRIVE_ATTEMPTS_MAX`, after which the order waits for its next
-/// activation (or the janitor) and says so in the log.
-const REDRIVE_DELAYS_MS: &[u64] = &[
-    500, 2_000, 5_000, 15_000, 60_000, 300_000, 900_000, 3_600_000,
-];
-const REDRIVE_ATTEMPTS_MAX: u32 = 48;
 /// Callers waiting for one order's outcome; past it they get the current state at once.
 const WAITERS_MAX: usize = 1_024;
 
@@ -52,6 +45,10 @@ pub struct OrderDeps {
     pub mailbox_capacity: usize,
     /// An order idle this long passivates (`orders.order_idle_ms`).
     pub idle_ms: u64,
+    /// Delays before asking a channel again (`orders.redrive_schedule_ms`); the last repeats.
+    pub redrive_schedule_ms: Vec<u64>,
+    /// `orders.redrive_attempts_max`.
+    pub redrive_attempts_max: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -555,13 +552,14 @@ impl PaymentOrder {
         if self.redrive_scheduled {
             return;
         }
-        if self.redrive_attempts >= REDRIVE_ATTEMPTS_MAX {
+        if self.redrive_attempts >= self.deps.redrive_attempts_max {
             tracing::error!(order_id = %self.id, attempts = self.redrive_attempts,
                 "channel outcome still unknown; left for the next activation");
             return;
         }
-        let index = (self.redrive_attempts as usize).min(REDRIVE_DELAYS_MS.len() - 1);
-        let delay = Duration::from_millis(REDRIVE_DELAYS_MS[index]);
+        let schedule = &self.deps.redrive_schedule_ms;
+        let index = (self.redrive_attempts as usize).min(schedule.len().saturating_sub(1));
+        let delay = Duration::from_millis(schedule.get(index).copied().unwrap_or(60_000));
         self.redrive_attempts += 1;
         self.redrive_scheduled = true;
         ctx.run_later(delay, |act, ctx| {

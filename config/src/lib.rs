@@ -180,6 +180,11 @@ pub struct OrderSettings {
     pub orders_live_max: usize,
     /// How often the janitor re-scans for orders a channel still owes an answer.
     pub janitor_interval_ms: u64,
+    /// Delays before asking a channel again for an outcome it did not give (a timeout, an
+    /// unreadable answer), in order; the last one repeats.
+    pub redrive_schedule_ms: Vec<u64>,
+    /// Attempts before an order stops asking on its own (the janitor's scans go on).
+    pub redrive_attempts_max: u32,
 }
 
 impl Default for OrderSettings {
@@ -192,6 +197,8 @@ impl Default for OrderSettings {
             order_idle_ms: 60_000,
             orders_live_max: 100_000,
             janitor_interval_ms: 60_000,
+            redrive_schedule_ms: vec![10_000, 60_000, 300_000, 3_600_000],
+            redrive_attempts_max: 48,
         }
     }
 }

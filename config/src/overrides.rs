@@ -99,6 +99,16 @@ fn set_leaf(tree: &mut toml::Table, path: &str, raw: &str, var: &str) -> Result<
                         .parse()
                         .map_err(|_| invalid(format!("`{raw}` is not a whole number")))?,
                 ),
+                toml::Value::Array(_) => toml::Value::Array(
+                    raw.split(',')
+                        .map(|part| part.trim().parse::<i64>().map(toml::Value::Integer))
+                        .collect::<Result<_, _>>()
+                        .map_err(|_| {
+                            invalid(format!(
+                                "`{raw}` is not a comma-separated list of whole numbers"
+                            ))
+                        })?,
+                ),
                 toml::Value::Boolean(_) => toml::Value::Boolean(match raw.trim() {
                     "true" | "1" | "yes" => true,
                     "false" | "0" | "no" => false,

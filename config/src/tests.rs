@@ -108,3 +108,24 @@ fn invalid_values_name_their_key() {
         assert!(err.contains(key), "{var}={value}: {err}");
     }
 }
+
+#[test]
+fn lists_override_as_comma_separated_numbers() {
+    let s = Settings::load(
+        None,
+        env(&[("KASSA_ORDERS_REDRIVE_SCHEDULE_MS", "500, 2000")]),
+    )
+    .unwrap();
+    assert_eq!(s.orders.redrive_schedule_ms, [500, 2_000]);
+    let err =
+        Settings::load(None, env(&[("KASSA_ORDERS_REDRIVE_SCHEDULE_MS", "soon")])).unwrap_err();
+    assert!(
+        err.to_string().contains("orders.redrive_schedule_ms"),
+        "{err}"
+    );
+    let err = Settings::load(None, env(&[("KASSA_ORDERS_REDRIVE_SCHEDULE_MS", "0")])).unwrap_err();
+    assert!(
+        err.to_string().contains("orders.redrive_schedule_ms"),
+        "{err}"
+    );
+}

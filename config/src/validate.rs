@@ -88,6 +88,16 @@ pub(crate) fn check(s: &Settings) -> Result<(), ConfigError> {
     positive("orders.order_idle_ms", s.orders.order_idle_ms)?;
     positive("orders.orders_live_max", s.orders.orders_live_max as u64)?;
     positive("orders.janitor_interval_ms", s.orders.janitor_interval_ms)?;
+    positive(
+        "orders.redrive_attempts_max",
+        u64::from(s.orders.redrive_attempts_max),
+    )?;
+    if s.orders.redrive_schedule_ms.is_empty() || s.orders.redrive_schedule_ms.contains(&0) {
+        return Err(invalid(
+            "orders.redrive_schedule_ms",
+            "must list at least one delay, each above 0",
+        ));
+    }
     let card = &s.channels.card;
     positive("channels.card.request_timeout_ms", card.request_timeout_ms)?;
     positive(

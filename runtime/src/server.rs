@@ -158,6 +158,7 @@ async fn start(settings: Settings, listener: Arc<TcpListener>) -> anyhow::Result
             backoff_ms_min: card.backoff_ms_min,
             backoff_ms_max: card.backoff_ms_max,
             inflight_max: card.inflight_max,
+            ..AdapterConfig::default()
         },
     )
     .context("configuring the card channel")?;
@@ -183,6 +184,8 @@ async fn start(settings: Settings, listener: Arc<TcpListener>) -> anyhow::Result
         clock: clock.clone(),
         mailbox_capacity: settings.orders.mailbox_capacity,
         idle_ms: settings.orders.order_idle_ms,
+        redrive_schedule_ms: settings.orders.redrive_schedule_ms.clone(),
+        redrive_attempts_max: settings.orders.redrive_attempts_max,
     });
     let directory = OrderDirectory::new(settings.orders.shard_count());
     let methods = crate::methods::Methods::load(store.clone(), clock.now_ms())

@@ -421,8 +421,11 @@ async fn a_newer_schema_is_refused() {
     let dir = TempDir::new().unwrap();
     open(&dir).shutdown().await.unwrap();
     let conn = rusqlite::Connection::open(store_path(&dir)).unwrap();
-    let current: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0)).unwrap();
-    conn.pragma_update(None, "user_version", current + 1).unwrap();
+    let current: i64 = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .unwrap();
+    conn.pragma_update(None, "user_version", current + 1)
+        .unwrap();
     drop(conn);
     let err = SqliteStore::open(config(&dir)).unwrap_err();
     assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");

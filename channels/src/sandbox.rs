@@ -3,34 +3,58 @@
 //! Kassa cannot reach real payment channels here, so this server plays one, the way payment
 //! companies ship a test mode. Test card numbers decide the outcome, a SQLite ledger remembers
 //! every charge, refund and tombstone by idempotency key (so a restarted sandbox still answers
-//! a retry with the first answer), and `latency_ms` slows every answer down.
+//! a retry with the first answer), and a [`Behaviour`] makes the card channel as sick as a test
+//! needs: latency, injected 5xx and 429, held connections ("timeouts", after the work), a hard
+//! outage, and late or duplicate `charge.updated` callbacks. The behaviour is set at start and
+//! replaced at runtime (`PUT /sandbox/behaviour` or [`SandboxHandle::set_behaviour`]); its
+//! seed makes a run reproducible. `GET /sandbox/stats` counts what happened.
 //!
 //! Layout:
 //!
 //! * `server`: the accept loop, connection bounds and graceful shutdown;
-//! * `routes`: authentication (`Sandbox-Signature`), routing, JSON errors, latency;
+//! * `routes`: authentication (`Sandbox-Signature`), the behaviour's verdict, routing, JSON
+//!   errors, latency, held requests;
+//! * `behaviour`: [`Behaviour`], its bounds, the seeded RNG and the per-request draw (no I/O);
+//! * `stats`: the counters behind `GET /sandbox/stats`;
+//! * `callbacks`: the bounded, delayed, signed `charge.updated` sender;
+//! * `control`: `GET`/`PUT /sandbox/behaviour` and `GET /sandbox/stats`;
 //! * `card_api`: the card protocol's endpoints, request checks and the test-card table;
 //! * `ledger`: the SQLite ledger, where each check-and-write is one transaction;
 //! * `wire`: the provider's JSON shapes.
 //!
 //! Endpoints: `POST /card/v1/charges`, `POST /card/v1/charges/{id}/capture`,
 //! `POST /card/v1/charges/{id}/void`, `POST /card/v1/refunds`, `POST /card/v1/charges/resolve`,
-//! `GET /card/v1/charges/{id}`, `GET /sandbox/ledger` and the unsigned `GET /healthz`.
+//! `GET /card/v1/charges/{id}` (the behaviour applies to these), `GET /sandbox/ledger`,
+//! `GET`/`PUT /sandbox/behaviour`, `GET /sandbox/stats` and the unsigned `GET /healthz`.
 
+mod behaviour;
+mod callbacks;
 mod card_api;
+mod control;
 mod ledger;
 mod routes;
 mod server;
+mod stats;
 mod wire;
+
+pub use behaviour::{
+    Behaviour, CALLBACK_DELAY_MS_LIMIT, CALLBACK_URL_LEN_MAX, InvalidBehaviour, LATENCY_MS_LIMIT,
+};
+pub use callbacks::{
+    CALLBACK_ATTEMPT_TIMEOUT_MS, CALLBACK_ATTEMPTS_MAX, CALLBACK_RETRY_PAUSE_MS,
+    CALLBACKS_QUEUED_MAX,
+};
+pub use routes::HOLD_MS_MAX;
+pub use stats::{REQUESTS_BY_SECOND_WINDOW_S, StatsView};
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
+use parking_lot::Mutex;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::secret::Secret;
@@ -48,8 +72,10 @@ pub struct SandboxConfig {
     pub ledger_path: Option<PathBuf>,
     /// The secret requests are signed with, shared with Kassa's adapter.
     pub api_secret: String,
-    /// Added to every answer except `/healthz`, after the work is done (so a client that
-    /// times out leaves a charge behind, as a slow real provider would).
+    /// A fixed latency added to every card answer, after the work is done (so a client that
+    /// times out leaves a charge behind, as a slow real provider would). Kept for
+    /// compatibility: it means `latency_ms_min = latency_ms_max = latency_ms`, and applies when
+    /// the behaviour given to [`start_with_behaviour`] asks for no latency of its own.
     pub latency_ms: u64,
 }
 
@@ -92,21 +118,37 @@ pub enum SandboxError {
     /// The ledger's salt could not be drawn from the OS.
     #[error("no randomness for the ledger salt: {0}")]
     Entropy(String),
+    /// The behaviour breaks one of its bounds.
+    #[error(transparent)]
+    Behaviour(#[from] InvalidBehaviour),
 }
 
 /// The state every request handler shares.
 pub(crate) struct State {
     pub ledger: ledger::Ledger,
     pub api_secret: Secret<String>,
-    pub latency: Duration,
+    /// The behaviour in force and its RNG. Locked briefly, never across an `.await`.
+    pub chaos: Mutex<behaviour::Chaos>,
+    pub stats: Arc<stats::Stats>,
+    pub callbacks: callbacks::Callbacks,
+    /// Turns `true` when the server stops: held requests and pending callbacks end.
+    pub stopping: watch::Sender<bool>,
 }
 
 /// A running sandbox. Dropping it stops the server too, without waiting.
-#[derive(Debug)]
 pub struct SandboxHandle {
     addr: SocketAddr,
+    state: Arc<State>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
+}
+
+impl fmt::Debug for SandboxHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SandboxHandle")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SandboxHandle {
@@ -118,6 +160,23 @@ impl SandboxHandle {
     /// `http://<addr>`, ready for [`crate::adapter::ChannelAdapter::new`].
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The behaviour in force.
+    pub fn behaviour(&self) -> Behaviour {
+        self.state.chaos.lock().behaviour().clone()
+    }
+
+    /// Replaces the behaviour (and reseeds its RNG), as `PUT /sandbox/behaviour` does.
+    pub fn set_behaviour(&self, behaviour: Behaviour) -> Result<(), InvalidBehaviour> {
+        behaviour.validate()?;
+        self.state.chaos.lock().replace(behaviour);
+        Ok(())
+    }
+
+    /// The counters, as `GET /sandbox/stats` shows them.
+    pub fn stats(&self) -> StatsView {
+        self.state.stats.view(crate::card::signature::now_unix_s())
     }
 
     /// Stops accepting, lets requests in flight finish (bounded), closes the ledger.
@@ -134,8 +193,23 @@ impl SandboxHandle {
     }
 }
 
-/// Opens the ledger, binds `config.addr` and serves on a task of the current tokio runtime.
+/// Opens the ledger, binds `config.addr` and serves on a task of the current tokio runtime,
+/// with the default (well-behaved) behaviour plus `config.latency_ms`.
 pub async fn start(config: SandboxConfig) -> Result<SandboxHandle, SandboxError> {
+    start_with_behaviour(config, Behaviour::default()).await
+}
+
+/// [`start`] with a behaviour from the first request on. When `behaviour` asks for no latency
+/// (`latency_ms_max == 0`), `config.latency_ms` is its fixed latency.
+pub async fn start_with_behaviour(
+    config: SandboxConfig,
+    mut behaviour: Behaviour,
+) -> Result<SandboxHandle, SandboxError> {
+    if behaviour.latency_ms_max == 0 {
+        behaviour.latency_ms_min = config.latency_ms;
+        behaviour.latency_ms_max = config.latency_ms;
+    }
+    behaviour.validate()?;
     // Opening blocks briefly (a file open and a schema check), once, before serving anything.
     let ledger = ledger::Ledger::open(config.ledger_path.as_deref())?;
     let listener = TcpListener::bind(config.addr)
@@ -151,13 +225,17 @@ pub async fn start(config: SandboxConfig) -> Result<SandboxHandle, SandboxError>
     let state = Arc::new(State {
         ledger,
         api_secret: Secret::new(config.api_secret),
-        latency: Duration::from_millis(config.latency_ms),
+        chaos: Mutex::new(behaviour::Chaos::new(behaviour)),
+        stats: Arc::new(stats::Stats::new()),
+        callbacks: callbacks::Callbacks::new(CALLBACKS_QUEUED_MAX),
+        stopping: watch::Sender::new(false),
     });
     let (shutdown_tx, shutdown_rx) = oneshot::channel();
-    let task = tokio::spawn(server::serve(listener, state, shutdown_rx));
+    let task = tokio::spawn(server::serve(listener, state.clone(), shutdown_rx));
     tracing::info!(%addr, ledger = ?config.ledger_path, "sandbox provider listening");
     Ok(SandboxHandle {
         addr,
+        state,
         shutdown: Some(shutdown_tx),
         task: Some(task),
     })

@@ -16,13 +16,14 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
-use super::State;
-use super::ledger::{Decision, Ledger, LedgerError, NewCharge};
+use super::ledger::{ChargeRecord, Decision, Ledger, LedgerError, NewCharge, Written};
 use super::routes::ApiError;
+use super::stats::Counter;
 use super::wire::{
     CaptureRequest, ChargeRequest, ChargeView, KeyRequest, LedgerView, RefundRequest, RefundView,
     ResolveView,
 };
+use super::{State, callbacks};
 use crate::card::luhn_valid;
 
 /// Test card numbers with a fixed outcome.
@@ -69,7 +70,7 @@ pub(crate) async fn create_charge(state: &Arc<State>, body: &Bytes) -> Result<By
         ));
     }
     let decision = decide(pan);
-    let charge = on_ledger(state, move |ledger| {
+    let written = on_ledger(state, move |ledger| {
         ledger.create_charge(&NewCharge {
             idempotency_key: &request.idempotency_key,
             amount_minor: request.amount_minor,
@@ -80,7 +81,10 @@ pub(crate) async fn create_charge(state: &Arc<State>, body: &Bytes) -> Result<By
         })
     })
     .await?;
-    json(&ChargeView::from(charge))
+    if written.1 == Written::Fresh {
+        state.stats.bump(Counter::Charges);
+    }
+    answer_charge(state, written)
 }
 
 pub(crate) async fn capture(
@@ -92,11 +96,11 @@ pub(crate) async fn capture(
     check_key(&request.idempotency_key)?;
     check_amount(request.amount_minor)?;
     let charge_id = charge_id.to_owned();
-    let charge = on_ledger(state, move |ledger| {
+    let written = on_ledger(state, move |ledger| {
         ledger.capture(&request.idempotency_key, &charge_id, request.amount_minor)
     })
     .await?;
-    json(&ChargeView::from(charge))
+    answer_charge(state, written)
 }
 
 pub(crate) async fn void(
@@ -107,11 +111,11 @@ pub(crate) async fn void(
     let request: KeyRequest = parse(body)?;
     check_key(&request.idempotency_key)?;
     let charge_id = charge_id.to_owned();
-    let charge = on_ledger(state, move |ledger| {
+    let written = on_ledger(state, move |ledger| {
         ledger.void(&request.idempotency_key, &charge_id)
     })
     .await?;
-    json(&ChargeView::from(charge))
+    answer_charge(state, written)
 }
 
 pub(crate) async fn refund(state: &Arc<State>, body: &Bytes) -> Result<Bytes, ApiError> {
@@ -158,6 +162,22 @@ pub(crate) async fn ledger(state: &Arc<State>) -> Result<Bytes, ApiError> {
         charges: charges.into_iter().map(ChargeView::from).collect(),
         refunds: refunds.into_iter().map(RefundView::from).collect(),
     })
+}
+
+/// The answer for a charge a call settled; a fresh change (not a replay) also schedules its
+/// `charge.updated` callback. Refunds send none yet.
+fn answer_charge(
+    state: &Arc<State>,
+    (charge, written): (ChargeRecord, Written),
+) -> Result<Bytes, ApiError> {
+    let view = ChargeView::from(charge);
+    if written == Written::Fresh {
+        match serde_json::to_value(&view) {
+            Ok(charge) => callbacks::schedule(state, charge),
+            Err(error) => tracing::error!(%error, "a sandbox callback could not be serialised"),
+        }
+    }
+    json(&view)
 }
 
 /// Runs ledger work on the blocking pool (SQLite calls block), available on every runtime.

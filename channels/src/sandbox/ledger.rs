@@ -139,6 +139,13 @@ pub(crate) enum Decision {
     Decline(&'static str),
 }
 
+/// Whether a ledger call changed the ledger or replayed what an earlier call with its key did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Written {
+    Fresh,
+    Replayed,
+}
+
 /// A charge to record. `pan` is only hashed.
 pub(crate) struct NewCharge<'a> {
     pub idempotency_key: &'a str,
@@ -201,7 +208,10 @@ impl Ledger {
     }
 
     /// Records a charge, or returns the one already recorded under its key.
-    pub(crate) fn create_charge(&self, new: &NewCharge<'_>) -> Result<ChargeRecord, LedgerError> {
+    pub(crate) fn create_charge(
+        &self,
+        new: &NewCharge<'_>,
+    ) -> Result<(ChargeRecord, Written), LedgerError> {
         let fingerprint = self.pan_fingerprint(new.pan);
         let mut connection = self.connection.lock();
         let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -224,7 +234,7 @@ impl Ledger {
                 && stored_fingerprint == fingerprint
                 && stored_capture == new.capture;
             return if same {
-                Ok(existing)
+                Ok((existing, Written::Replayed))
             } else {
                 Err(LedgerError::KeyReused)
             };
@@ -260,7 +270,7 @@ impl Ledger {
         )?;
         let record = charge_by_id(&tx, &charge_id)?.ok_or_else(vanished)?;
         tx.commit()?;
-        Ok(record)
+        Ok((record, Written::Fresh))
     }
 
     /// Captures `amount_minor` of an authorisation; a replayed key returns the charge as it is.
@@ -269,13 +279,13 @@ impl Ledger {
         idempotency_key: &str,
         charge_id: &str,
         amount_minor: i64,
-    ) -> Result<ChargeRecord, LedgerError> {
+    ) -> Result<(ChargeRecord, Written), LedgerError> {
         let mut connection = self.connection.lock();
         let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
         if let Some(replayed) =
             replay_operation(&tx, idempotency_key, charge_id, "capture", amount_minor)?
         {
-            return Ok(replayed);
+            return Ok((replayed, Written::Replayed));
         }
         let charge = charge_by_id(&tx, charge_id)?.ok_or(LedgerError::ChargeNotFound)?;
         if charge.status != ChargeStatus::Authorized || charge.voided || charge.captured_minor != 0
@@ -293,7 +303,7 @@ impl Ledger {
         let after = charge_by_id(&tx, charge_id)?.ok_or_else(vanished)?;
         assert_charge_invariants(&after);
         tx.commit()?;
-        Ok(after)
+        Ok((after, Written::Fresh))
     }
 
     /// Voids an uncaptured authorisation; a replayed key returns the charge as it is.
@@ -301,11 +311,11 @@ impl Ledger {
         &self,
         idempotency_key: &str,
         charge_id: &str,
-    ) -> Result<ChargeRecord, LedgerError> {
+    ) -> Result<(ChargeRecord, Written), LedgerError> {
         let mut connection = self.connection.lock();
         let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
         if let Some(replayed) = replay_operation(&tx, idempotency_key, charge_id, "void", 0)? {
-            return Ok(replayed);
+            return Ok((replayed, Written::Replayed));
         }
         let charge = charge_by_id(&tx, charge_id)?.ok_or(LedgerError::ChargeNotFound)?;
         if charge.status != ChargeStatus::Authorized || charge.voided || charge.captured_minor != 0
@@ -319,7 +329,7 @@ impl Ledger {
         record_operation(&tx, idempotency_key, charge_id, "void", 0)?;
         let after = charge_by_id(&tx, charge_id)?.ok_or_else(vanished)?;
         tx.commit()?;
-        Ok(after)
+        Ok((after, Written::Fresh))
     }
 
     /// Refunds `amount_minor` of a charge if what is left of its capture covers it, and
@@ -659,12 +669,14 @@ mod tests {
     #[test]
     fn a_replayed_key_with_another_pan_is_refused() {
         let ledger = Ledger::open(None).expect("in-memory ledger");
-        let first = ledger
+        let (first, written) = ledger
             .create_charge(&new_charge("k1", "4242424242424242", true))
             .expect("charge");
-        let again = ledger
+        assert_eq!(written, Written::Fresh);
+        let (again, written) = ledger
             .create_charge(&new_charge("k1", "4242424242424242", true))
             .expect("replay");
+        assert_eq!(written, Written::Replayed);
         assert_eq!(first.charge_id, again.charge_id);
         let other = ledger.create_charge(&new_charge("k1", "5555555555554444", true));
         assert!(matches!(other, Err(LedgerError::KeyReused)));

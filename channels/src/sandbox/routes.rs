@@ -1,21 +1,35 @@
-//! One request: read the bounded body, check the signature, route, answer in JSON (after the
-//! configured latency).
+//! One request: read the bounded body, check the signature, meet the request's fate (the
+//! behaviour's draw), route, answer in JSON after the drawn latency.
+//!
+//! Card requests (`/card/…`) are counted and chaotic; `/healthz` and `/sandbox/…` never are.
+//! An injected 5xx or 429 is decided before the work (nothing is charged); a held request
+//! ("timeout") does the work first and then never answers.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use hyper::http::request::Parts;
 use hyper::{Method, Request, Response, StatusCode};
 
+use super::behaviour::Verdict;
 use super::ledger::LedgerError;
+use super::stats::Counter;
 use super::wire::{ErrorDetail, ErrorView};
-use super::{State, card_api};
+use super::{State, card_api, control};
 use crate::card::signature::{self, SIGNATURE_HEADER};
 
 /// The largest request body the sandbox reads.
 const REQUEST_BODY_BYTES_MAX: usize = 64 * 1024;
+/// The longest a held ("timed out") request is kept open when its client does not give up.
+pub const HOLD_MS_MAX: u64 = 60_000;
+/// `Retry-After` on an injected 429, in seconds.
+const RATE_LIMIT_RETRY_AFTER_S: u64 = 1;
+/// Requests under this prefix are the card channel's, and the behaviour applies to them.
+const CARD_PATH_PREFIX: &str = "/card/";
 
 /// An error answer: `{"error":{"code","message"}}` with its status. The message never quotes
 /// the request.
@@ -24,6 +38,8 @@ pub(crate) struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// `Retry-After` in seconds, when the answer carries one.
+    pub retry_after_s: Option<u64>,
 }
 
 impl ApiError {
@@ -32,6 +48,18 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after_s: None,
+        }
+    }
+
+    pub(crate) fn rate_limited() -> Self {
+        Self {
+            retry_after_s: Some(RATE_LIMIT_RETRY_AFTER_S),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many requests; retry after the Retry-After delay",
+            )
         }
     }
 
@@ -73,16 +101,104 @@ impl From<LedgerError> for ApiError {
     }
 }
 
-pub(crate) async fn handle(state: Arc<State>, request: Request<Incoming>) -> Response<Full<Bytes>> {
+/// The service's error: a held request whose hold ran out (or the sandbox is stopping). hyper
+/// closes the connection without an answer, which is what a lost answer looks like.
+#[derive(Debug)]
+pub(crate) struct HoldExpired;
+
+impl std::fmt::Display for HoldExpired {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a held request was closed without an answer")
+    }
+}
+
+impl std::error::Error for HoldExpired {}
+
+pub(crate) async fn handle(
+    state: Arc<State>,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, HoldExpired> {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     if method == Method::GET && path == "/healthz" {
-        return respond(StatusCode::OK, Bytes::from_static(br#"{"status":"ok"}"#));
+        return Ok(respond(
+            StatusCode::OK,
+            Bytes::from_static(br#"{"status":"ok"}"#),
+        ));
     }
-    let answer = authenticated(&state, request).await;
-    if !state.latency.is_zero() {
-        tokio::time::sleep(state.latency).await;
+    if !path.starts_with(CARD_PATH_PREFIX) {
+        // The sandbox's own endpoints: never chaotic, never delayed, never counted.
+        let answer = match authenticate(&state, request).await {
+            Ok((parts, body)) => {
+                route_sandbox(&state, &parts.method, parts.uri.path(), &body).await
+            }
+            Err(error) => Err(error),
+        };
+        return Ok(finish(&method, &path, answer));
     }
+    let fate = {
+        let mut chaos = state.chaos.lock();
+        let limit = chaos.behaviour().max_requests_per_s;
+        state.stats.request(signature::now_unix_s(), limit);
+        chaos.draw()
+    };
+    let answer = match authenticate(&state, request).await {
+        // A request that fails authentication is refused whatever its fate.
+        Err(error) => Err(error),
+        Ok((parts, body)) => match fate.verdict {
+            Verdict::Serve => route_card(&state, &parts.method, parts.uri.path(), &body).await,
+            Verdict::Fail(status) => {
+                state.stats.bump(Counter::ErrorsInjected);
+                Err(injected_failure(status))
+            }
+            Verdict::RateLimit => {
+                state.stats.bump(Counter::RateLimitedInjected);
+                Err(ApiError::rate_limited())
+            }
+            Verdict::Hold => {
+                state.stats.bump(Counter::TimeoutsInjected);
+                // The work first: the provider charged, only its answer is lost.
+                let _lost = route_card(&state, &parts.method, parts.uri.path(), &body).await;
+                return Err(hold(&state).await);
+            }
+        },
+    };
+    if !fate.latency.is_zero() {
+        tokio::time::sleep(fate.latency).await;
+    }
+    Ok(finish(&method, &path, answer))
+}
+
+/// Holds a request without answering until [`HOLD_MS_MAX`] passes or the sandbox stops. When
+/// the client gives up first, hyper drops this future with the connection.
+async fn hold(state: &Arc<State>) -> HoldExpired {
+    let _held = state.stats.hold();
+    let mut stopping = state.stopping.subscribe();
+    tokio::select! {
+        () = tokio::time::sleep(Duration::from_millis(HOLD_MS_MAX)) => {}
+        // A stop, or a dropped sender (which also means stop).
+        _ = stopping.wait_for(|stopped| *stopped) => {}
+    }
+    HoldExpired
+}
+
+fn injected_failure(status: u16) -> ApiError {
+    match status {
+        502 => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "bad_gateway",
+            "the provider's upstream failed",
+        ),
+        503 => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service_unavailable",
+            "the provider is unavailable",
+        ),
+        _ => ApiError::internal(),
+    }
+}
+
+fn finish(method: &Method, path: &str, answer: Result<Bytes, ApiError>) -> Response<Full<Bytes>> {
     match answer {
         Ok(body) => respond(StatusCode::OK, body),
         Err(error) => {
@@ -92,7 +208,11 @@ pub(crate) async fn handle(state: Arc<State>, request: Request<Incoming>) -> Res
     }
 }
 
-async fn authenticated(state: &Arc<State>, request: Request<Incoming>) -> Result<Bytes, ApiError> {
+/// Reads the bounded body and checks `Sandbox-Signature`.
+async fn authenticate(
+    state: &Arc<State>,
+    request: Request<Incoming>,
+) -> Result<(Parts, Bytes), ApiError> {
     let (parts, body) = request.into_parts();
     let body = read_body(body).await?;
     let signed_path = parts
@@ -118,10 +238,10 @@ async fn authenticated(state: &Arc<State>, request: Request<Incoming>) -> Result
             error.to_string(),
         )
     })?;
-    route(state, &parts.method, parts.uri.path(), &body).await
+    Ok((parts, body))
 }
 
-async fn route(
+async fn route_card(
     state: &Arc<State>,
     method: &Method,
     path: &str,
@@ -141,13 +261,27 @@ async fn route(
         }
         (&Method::GET, ["card", "v1", "charges", id]) => card_api::retrieve(state, id).await,
         (&Method::POST, ["card", "v1", "refunds"]) => card_api::refund(state, body).await,
-        (&Method::GET, ["sandbox", "ledger"]) => card_api::ledger(state).await,
-        _ => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "route_not_found",
-            "no such route",
-        )),
+        _ => Err(not_found()),
     }
+}
+
+async fn route_sandbox(
+    state: &Arc<State>,
+    method: &Method,
+    path: &str,
+    body: &Bytes,
+) -> Result<Bytes, ApiError> {
+    match (method, path) {
+        (&Method::GET, "/sandbox/ledger") => card_api::ledger(state).await,
+        (&Method::GET, "/sandbox/behaviour") => control::behaviour(state),
+        (&Method::PUT, "/sandbox/behaviour") => control::replace_behaviour(state, body),
+        (&Method::GET, "/sandbox/stats") => control::stats(state),
+        _ => Err(not_found()),
+    }
+}
+
+fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "route_not_found", "no such route")
 }
 
 async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
@@ -179,7 +313,13 @@ fn error_response(error: &ApiError) -> Response<Full<Bytes>> {
                 br#"{"error":{"code":"internal_error","message":"the sandbox failed"}}"#,
             )
         });
-    respond(error.status, body)
+    let mut response = respond(error.status, body);
+    if let Some(seconds) = error.retry_after_s {
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
 }
 
 fn respond(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {

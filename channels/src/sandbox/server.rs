@@ -1,6 +1,5 @@
 //! The accept loop: one HTTP/1.1 connection task per client, bounded, with graceful shutdown.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,7 +57,8 @@ pub(crate) async fn serve(
         let handler_state = state.clone();
         let service = service_fn(move |request| {
             let state = handler_state.clone();
-            async move { Ok::<_, Infallible>(routes::handle(state, request).await) }
+            // An `Err` (a held request that expired) closes the connection without an answer.
+            routes::handle(state, request)
         });
         let mut builder = http1::Builder::new();
         builder
@@ -73,6 +73,8 @@ pub(crate) async fn serve(
         });
     }
     drop(listener);
+    // Releases held requests and abandons pending callbacks, so shutdown does not wait on them.
+    state.stopping.send_replace(true);
     let grace = Duration::from_millis(SHUTDOWN_GRACE_MS);
     if tokio::time::timeout(grace, graceful.shutdown())
         .await

@@ -222,10 +222,25 @@ pub struct SandboxSettings {
     pub enabled: bool,
     /// Port 0 picks a free port, so several Kassa instances can run side by side.
     pub addr: String,
-    /// Artificial latency added to every sandbox answer.
+    /// Artificial latency added to every sandbox answer (the lower bound when
+    /// `latency_ms_max` is larger).
     pub latency_ms: u64,
+    /// Upper bound of a uniform latency range; 0 = exactly `latency_ms`.
+    pub latency_ms_max: u64,
     /// Shared secret between the card adapter and the sandbox.
     pub api_secret: String,
+    /// Chaos for drills and tests (percent of card calls): 5xx and 429 answers (nothing
+    /// charged), and timeouts (charged, answer never sent).
+    pub error_rate_percent: u32,
+    pub rate_limit_rate_percent: u32,
+    pub timeout_rate_percent: u32,
+    /// Send signed asynchronous callbacks of every charge change to this Kassa's
+    /// `/callbacks/card`, after a delay up to `callback_delay_ms_max`, some twice.
+    pub callbacks: bool,
+    pub callback_delay_ms_max: u64,
+    pub duplicate_callback_rate_percent: u32,
+    /// Seed of the chaos draws (reproducible runs).
+    pub seed: u64,
 }
 
 impl Default for SandboxSettings {
@@ -234,7 +249,15 @@ impl Default for SandboxSettings {
             enabled: true,
             addr: "127.0.0.1:0".into(),
             latency_ms: 0,
+            latency_ms_max: 0,
             api_secret: "sandbox-dev-secret".into(),
+            error_rate_percent: 0,
+            rate_limit_rate_percent: 0,
+            timeout_rate_percent: 0,
+            callbacks: false,
+            callback_delay_ms_max: 0,
+            duplicate_callback_rate_percent: 0,
+            seed: 0,
         }
     }
 }
@@ -245,6 +268,11 @@ impl std::fmt::Debug for SandboxSettings {
             .field("enabled", &self.enabled)
             .field("addr", &self.addr)
             .field("latency_ms", &self.latency_ms)
+            .field("latency_ms_max", &self.latency_ms_max)
+            .field("error_rate_percent", &self.error_rate_percent)
+            .field("rate_limit_rate_percent", &self.rate_limit_rate_percent)
+            .field("timeout_rate_percent", &self.timeout_rate_percent)
+            .field("callbacks", &self.callbacks)
             .field("api_secret", &"***")
             .finish()
     }

@@ -19,7 +19,7 @@ use kassa_actors::clock::{Clock, SystemClock};
 use kassa_actors::order_directory::OrderDirectory;
 use kassa_actors::payment_order::OrderDeps;
 use kassa_channels::card::CardChannel;
-use kassa_channels::sandbox::{self, SandboxConfig, SandboxHandle};
+use kassa_channels::sandbox::{self, Behaviour, SandboxConfig, SandboxHandle};
 use kassa_channels::{AdapterConfig, ChannelAdapter};
 use kassa_config::Settings;
 use kassa_store::{SqliteConfig, SqliteStore, Store};
@@ -125,6 +125,7 @@ pub fn open_sealer(settings: &Settings) -> anyhow::Result<Arc<Sealer>> {
 }
 
 async fn start(settings: Settings, listener: Arc<TcpListener>) -> anyhow::Result<Running> {
+    let http_addr = listener.local_addr()?;
     std::fs::create_dir_all(&settings.store.data_dir)
         .with_context(|| format!("creating data dir {}", settings.store.data_dir.display()))?;
     let store = {
@@ -134,12 +135,30 @@ async fn start(settings: Settings, listener: Arc<TcpListener>) -> anyhow::Result
     let sealer = open_sealer(&settings)?;
 
     let (sandbox, base_url) = if settings.channels.card.base_url.is_empty() {
-        let handle = sandbox::start(SandboxConfig {
-            addr: settings.sandbox_addr()?,
-            ledger_path: Some(settings.sandbox_ledger_path()),
-            api_secret: settings.sandbox.api_secret.clone(),
-            latency_ms: settings.sandbox.latency_ms,
-        })
+        let sb = &settings.sandbox;
+        let behaviour = Behaviour {
+            latency_ms_min: sb.latency_ms,
+            latency_ms_max: sb.latency_ms_max.max(sb.latency_ms),
+            error_rate_percent: sb.error_rate_percent,
+            rate_limit_rate_percent: sb.rate_limit_rate_percent,
+            timeout_rate_percent: sb.timeout_rate_percent,
+            seed: sb.seed,
+            callback_url: sb
+                .callbacks
+                .then(|| format!("http://{http_addr}/callbacks/card")),
+            callback_delay_ms_max: sb.callback_delay_ms_max,
+            duplicate_callback_rate_percent: sb.duplicate_callback_rate_percent,
+            ..Behaviour::default()
+        };
+        let handle = sandbox::start_with_behaviour(
+            SandboxConfig {
+                addr: settings.sandbox_addr()?,
+                ledger_path: Some(settings.sandbox_ledger_path()),
+                api_secret: settings.sandbox.api_secret.clone(),
+                latency_ms: 0,
+            },
+            behaviour,
+        )
         .await
         .context("starting the sandbox provider")?;
         let url = handle.base_url();

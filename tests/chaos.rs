@@ -79,16 +79,33 @@ async fn every_order_ends_as_the_sandbox_ledger_says_under_chaos() {
         .await;
     eprintln!("{PAYMENTS} payments answered in {:?}", started.elapsed());
 
-    // Every request was answered with an order (201 settled or 202 processing).
+    // Every request was answered with an order (201 settled or 202 processing), or refused up
+    // front while the channel's breaker was open (503, nothing created).
     let mut told: HashMap<String, String> = HashMap::new();
+    let mut refused = 0;
     for (status, payment) in &answers {
-        assert!(*status == 201 || *status == 202, "{status}: {payment}");
-        told.insert(
-            id_of(payment),
-            payment["status"].as_str().unwrap_or_default().to_owned(),
-        );
+        match status {
+            201 | 202 => {
+                let status = payment["status"].as_str().unwrap_or_default().to_owned();
+                told.insert(id_of(payment), status);
+            }
+            503 => {
+                assert_eq!(payment["error"]["code"], "channel_unavailable", "{payment}");
+                refused += 1;
+            }
+            other => panic!("{other}: {payment}"),
+        }
     }
-    assert_eq!(told.len(), PAYMENTS, "one order per request");
+    assert_eq!(
+        told.len() + refused,
+        PAYMENTS,
+        "one order per accepted request"
+    );
+    assert_eq!(
+        list_all_payments(&merchant).await.len(),
+        told.len(),
+        "refusals created nothing"
+    );
 
     // Nothing stays processing: every unknown outcome is resolved from the channel.
     let deadline = Instant::now() + SETTLE_TIMEOUT;
@@ -150,7 +167,9 @@ async fn every_order_ends_as_the_sandbox_ledger_says_under_chaos() {
         "a charge Kassa does not know"
     );
     let stats = sandbox_get(&kassa, "/sandbox/stats").await;
-    eprintln!("succeeded {succeeded}, declined {declined}, never charged {never}; sandbox {stats}");
+    eprintln!(
+        "succeeded {succeeded}, declined {declined}, never charged {never}, refused {refused}; sandbox {stats}"
+    );
     assert!(
         stats["errors_injected"].as_u64().unwrap_or(0) > 0,
         "chaos was on: {stats}"

@@ -74,7 +74,10 @@ async fn live_orders_stay_bounded_while_many_orders_pass_through() {
     let kassa = Kassa::start(
         KassaOptions::new()
             .env("KASSA_ORDERS_ORDERS_LIVE_MAX", LIVE_MAX)
-            .env("KASSA_ORDERS_JANITOR_INTERVAL_MS", 1_000),
+            .env("KASSA_ORDERS_JANITOR_INTERVAL_MS", 1_000)
+            // This test is about memory, not the channel's rate limit.
+            .env("KASSA_CHANNELS_CARD_RATE_PER_S", 1_000_000)
+            .env("KASSA_CHANNELS_CARD_BURST", 100_000),
     )
     .await;
     let merchant = kassa.new_merchant("Busy Ltd").await;

@@ -6,6 +6,7 @@
 //! bulkheads live once, in `kassa_channels::adapter`, under this bridge.
 
 use futures::future::BoxFuture;
+use kassa_channels::ChannelAdapter;
 use kassa_channels::card::{
     CardChannel, CardData, ChargeOutcome as CardOutcome, ChargeRequest, RefundOutcome,
     RefundRequest, ResolveOutcome,
@@ -22,6 +23,19 @@ pub struct ChargeCall {
     pub amount: Money,
     pub capture: bool,
     pub card: CardData,
+    /// The room the channel made for this charge before the order existed, if any.
+    pub admission: Option<Admission>,
+}
+
+/// Room a channel made for one new charge (its rate permit), taken before the order exists so
+/// that a busy or broken channel is answered 429/503 with nothing created.
+#[derive(Debug)]
+pub struct Admission(ChannelAdapter);
+
+impl Admission {
+    pub fn card(admitted: ChannelAdapter) -> Admission {
+        Admission(admitted)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -102,7 +116,10 @@ fn call_error(error: ChannelError) -> CallError {
 
 impl ChannelPort for CardPort {
     fn charge(&self, call: ChargeCall) -> BoxFuture<'static, Result<ChargeOutcome, CallError>> {
-        let channel = self.channel.clone();
+        let channel = match &call.admission {
+            Some(Admission(admitted)) => CardChannel::new(admitted.clone()),
+            None => self.channel.clone(),
+        };
         self.run(async move {
             let request = ChargeRequest {
                 idempotency_key: call.order_id,

@@ -80,6 +80,7 @@ pub struct Create {
     pub new: NewPayment,
     pub card: CardData,
     pub settle: bool,
+    pub admission: Option<crate::channel_port::Admission>,
 }
 
 #[derive(Message)]
@@ -437,7 +438,12 @@ impl PaymentOrder {
         }
     }
 
-    fn charge(&mut self, card: CardData, ctx: &mut Context<Self>) {
+    fn charge(
+        &mut self,
+        card: CardData,
+        admission: Option<crate::channel_port::Admission>,
+        ctx: &mut Context<Self>,
+    ) {
         let Some(p) = &self.state else { return };
         if !self.in_flight.insert(Work::Charge) {
             return;
@@ -447,6 +453,7 @@ impl PaymentOrder {
             amount: p.amount,
             capture: p.capture == CaptureMode::Automatic,
             card,
+            admission,
         };
         let sent = self.deps.channel.charge(call);
         ctx.spawn(sent.into_actor(self).map(|answer, act, ctx| {
@@ -641,12 +648,17 @@ impl Handler<Create> for PaymentOrder {
         if let Some(err) = self.unavailable() {
             return AtomicResponse::new(ready(Err(err)));
         }
-        let Create { new, card, settle } = msg;
+        let Create {
+            new,
+            card,
+            settle,
+            admission,
+        } = msg;
         let created =
             self.execute(Command::Create(new))
                 .map(move |result, act, ctx| match result {
                     Ok(payment) => {
-                        act.charge(card, ctx);
+                        act.charge(card, admission, ctx);
                         Ok(act.reply(payment, Settle::Charge, settle, None))
                     }
                     Err(OrderError::Rejected(Rejection::Exists { same_request: true })) => {
@@ -658,7 +670,7 @@ impl Handler<Create> for PaymentOrder {
                             // A retry after a crash brings the card again: send the charge under
                             // the same key (the provider answers with the first charge if there
                             // was one). Skipped while a charge or resolve is already in flight.
-                            act.charge(card, ctx);
+                            act.charge(card, admission, ctx);
                         }
                         Ok(act.reply(payment, Settle::Charge, settle, None))
                     }

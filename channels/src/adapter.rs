@@ -1,11 +1,23 @@
 //! The shared adapter: the one path every outbound channel call takes.
 //!
 //! ```text
-//!  CardChannel::charge ─┐                      ┌─ attempt 1 ─ sign ─ timeout(request) ─┐
-//!  CardChannel::refund ─┼─► ChannelAdapter ────┤  (backoff, full jitter, Retry-After)  ├─► provider
-//!  (future protocols) ──┘    bulkhead permit   └─ attempt n ≤ retry_attempts_max ──────┘
+//!  CardChannel::charge ─┐   breaker   rate limit       bulkhead   ┌─ attempt 1 ─ sign ─ timeout ─┐
+//!  CardChannel::refund ─┼─► admits? ─► permit within ─► permit ───┤  (backoff, full jitter,      ├─► provider
+//!  (future protocols) ──┘   (fast     rate_wait_ms_max (or fail   └─ attempt n: breaker + rate ──┘
+//!                           fail)     (or fail fast)   fast)          permit again, ≤ retry_attempts_max
 //! ```
 //!
+//! In this order, so a refused call costs as little as possible:
+//!
+//! * **Circuit breaker** (`breaker.rs`, a pure state machine fed with this adapter's clock):
+//!   while it is open every call fails at once with [`ChannelError::CircuitOpen`] (nothing
+//!   sent). Each attempt's outcome is recorded: timeouts, connect errors, 5xx and unreadable
+//!   answers are failures; answers (2xx, declines, 4xx rejections) are successes; the
+//!   provider's 429 and attempts that never went out count for nothing.
+//! * **Rate limit** (`limiter.rs`, `governor`): per channel (`rate_per_s`, `burst`) and, for
+//!   calls that name a merchant, per merchant (`merchant_rate_per_s`). A call waits at most
+//!   `rate_wait_ms_max` for its permit, then fails with [`ChannelError::RateLimitedLocally`]
+//!   (nothing sent).
 //! * **Bulkhead**: at most `inflight_max` calls hold a permit; one more is refused at once with
 //!   [`ChannelError::Overloaded`] (nothing sent). The permit is held across retries.
 //! * **Timeout**: each attempt (connect, send, read the whole answer) is bounded by
@@ -16,11 +28,20 @@
 //!   `Retry-After` is a floor on the next delay; one longer than `backoff_ms_max` ends the
 //!   call with [`ChannelError::RateLimited`] so the caller can decide. The request, with its
 //!   idempotency key, is byte-for-byte the same on every attempt, so a retry cannot charge twice.
-//!   Only the signature is fresh.
+//!   Only the signature is fresh. A retry asks the breaker again and takes a rate permit again
+//!   (it is one more request at the provider); if either refuses, the retries stop and the call
+//!   ends with the *previous attempt's* error — never `CircuitOpen`, because that attempt may
+//!   have reached the provider and its `outcome_unknown` must survive.
 //!
-//! Seams for what comes next: the rate limiter (`governor`) and the circuit breaker go into
-//! `ChannelAdapter::send` next to the bulkhead; another protocol's signature scheme replaces
-//! `ChannelAdapter::sign`.
+//! # Merchant key
+//!
+//! [`ChannelAdapter::for_merchant`] returns a handle on the same adapter (same limits, breaker
+//! and connection pool) whose calls count against that merchant's limit as well:
+//! `CardChannel::new(adapter.for_merchant("mch_1")).charge(&request)`. Calls through a handle
+//! without a merchant only meet the channel's limits. Inside the crate, `send_for` takes the key
+//! per call.
+//!
+//! Another protocol's signature scheme replaces `ChannelAdapter::sign`.
 //!
 //! # Runtimes
 //!
@@ -30,6 +51,7 @@
 //! connections to callers on any runtime, and a connection whose runtime has stopped is seen as
 //! closed and dropped from the pool.
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -42,12 +64,15 @@ use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
+use crate::breaker::{Admission, Breaker, BreakerConfig, BreakerHealth, BreakerState, CallOutcome};
 use crate::card::signature::{self, SIGNATURE_HEADER};
 use crate::card::transformers::error_code;
 use crate::error::{AdapterConfigError, ChannelError};
+use crate::limiter::{RateLimits, RateSettings};
 use crate::secret::Secret;
 
 /// How long an idle pooled connection is kept before it is closed.
@@ -58,6 +83,9 @@ pub const RESPONSE_BODY_BYTES_MAX: usize = 1024 * 1024;
 
 /// The upper bound on `retry_attempts_max`, so a typo cannot turn into a retry storm.
 pub const RETRY_ATTEMPTS_LIMIT: u32 = 20;
+
+/// The upper bound on `rate_wait_ms_max`: a call never queues for a permit longer than this.
+pub const RATE_WAIT_MS_LIMIT: u64 = 60_000;
 
 /// The adapter's bounds. Every value has its unit in its name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +101,29 @@ pub struct AdapterConfig {
     pub backoff_ms_max: u64,
     /// Calls in flight at once; one more gets [`ChannelError::Overloaded`].
     pub inflight_max: usize,
+    /// The channel's sustained rate limit, in requests per second (each attempt is one).
+    pub rate_per_s: u32,
+    /// Requests the channel limit lets through at once after a quiet spell.
+    pub burst: u32,
+    /// The longest a call waits for a rate-limit permit before
+    /// [`ChannelError::RateLimitedLocally`] (0–[`RATE_WAIT_MS_LIMIT`]).
+    pub rate_wait_ms_max: u64,
+    /// Each merchant's rate limit on this channel, in requests per second (its burst is the
+    /// channel's `burst`, capped at this rate). `None`: no per-merchant limit.
+    pub merchant_rate_per_s: Option<u32>,
+    /// The circuit breaker's window: the failure rate is computed over the last this-many
+    /// attempts (1–10 000).
+    pub breaker_window_size: u32,
+    /// When set, attempts older than this also drop out of the breaker's window.
+    pub breaker_window_ms: Option<u64>,
+    /// The fewest attempts in the window before the breaker may open.
+    pub breaker_min_calls: u32,
+    /// The failure rate (1–100 %) over the window at or above which the breaker opens.
+    pub breaker_failure_rate_percent: u32,
+    /// How long an open breaker fails calls fast before it lets probes through.
+    pub breaker_open_ms: u64,
+    /// Probe calls a half-open breaker lets through; all must succeed for it to close.
+    pub breaker_half_open_probes: u32,
 }
 
 impl Default for AdapterConfig {
@@ -83,6 +134,16 @@ impl Default for AdapterConfig {
             backoff_ms_min: 50,
             backoff_ms_max: 1_000,
             inflight_max: 256,
+            rate_per_s: 1_000,
+            burst: 100,
+            rate_wait_ms_max: 200,
+            merchant_rate_per_s: None,
+            breaker_window_size: 50,
+            breaker_window_ms: None,
+            breaker_min_calls: 20,
+            breaker_failure_rate_percent: 50,
+            breaker_open_ms: 5_000,
+            breaker_half_open_probes: 3,
         }
     }
 }
@@ -103,8 +164,74 @@ impl AdapterConfig {
         if self.inflight_max == 0 || self.inflight_max > Semaphore::MAX_PERMITS {
             return invalid("inflight_max", "must be at least 1 and fit a semaphore");
         }
-        Ok(())
+        if self.rate_per_s == 0 {
+            return invalid("rate_per_s", "must be at least 1");
+        }
+        if self.burst == 0 {
+            return invalid("burst", "must be at least 1");
+        }
+        if self.rate_wait_ms_max > RATE_WAIT_MS_LIMIT {
+            return invalid("rate_wait_ms_max", "must be at most 60000");
+        }
+        if self.merchant_rate_per_s == Some(0) {
+            return invalid("merchant_rate_per_s", "must be at least 1 when set");
+        }
+        self.breaker_config()
+            .check()
+            .or_else(|(name, reason)| invalid(name, reason))
     }
+
+    fn rate_settings(&self) -> Option<RateSettings> {
+        Some(RateSettings {
+            rate_per_s: NonZeroU32::new(self.rate_per_s)?,
+            burst: NonZeroU32::new(self.burst)?,
+            wait_ms_max: self.rate_wait_ms_max,
+            merchant_rate_per_s: match self.merchant_rate_per_s {
+                Some(rate) => Some(NonZeroU32::new(rate)?),
+                None => None,
+            },
+        })
+    }
+
+    fn breaker_config(&self) -> BreakerConfig {
+        BreakerConfig {
+            window_size: self.breaker_window_size,
+            window_ms: self.breaker_window_ms,
+            min_calls: self.breaker_min_calls,
+            failure_rate_percent: self.breaker_failure_rate_percent,
+            open_ms: self.breaker_open_ms,
+            half_open_probes: self.breaker_half_open_probes,
+            // A probe ends within one attempt's deadline.
+            probe_retry_after_ms: self.request_timeout_ms,
+        }
+    }
+}
+
+/// One channel's health, for `/admin/channels` and metrics.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AdapterHealth {
+    /// Calls holding a bulkhead permit now.
+    pub inflight: usize,
+    /// The bulkhead's bound.
+    pub inflight_max: usize,
+    /// The channel's rate limit, per second.
+    pub rate_per_s: u32,
+    /// The channel's burst.
+    pub burst: u32,
+    /// Each merchant's rate limit on the channel, when there is one.
+    pub merchant_rate_per_s: Option<u32>,
+    /// The circuit breaker (times in unix milliseconds).
+    pub breaker: BreakerHealth,
+    /// Attempts sent to the channel (retries included).
+    pub calls_total: u64,
+    /// Attempts the breaker counted as failures.
+    pub failures_total: u64,
+    /// Calls refused at once because the breaker was open (or half-open with its probes out).
+    pub rejected_open_total: u64,
+    /// Calls refused because no rate-limit permit came within `rate_wait_ms_max`.
+    pub rejected_rate_total: u64,
+    /// Calls refused because `inflight_max` calls were in flight.
+    pub rejected_inflight_total: u64,
 }
 
 /// One request as the protocol module built it. Not `Debug`: the body may hold card data.
@@ -120,10 +247,15 @@ pub(crate) struct WireResponse {
     pub body: Bytes,
 }
 
-/// The shared outbound path to one channel. Cheap to clone (an `Arc` inside).
+/// The shared outbound path to one channel. Cheap to clone (an `Arc` inside); clones share
+/// the limits, the breaker and the connection pool.
 #[derive(Clone)]
 pub struct ChannelAdapter {
     inner: Arc<Inner>,
+    /// The merchant whose rate limit this handle's calls count against, if any.
+    merchant: Option<Arc<str>>,
+    /// The first attempt's rate permit was taken by [`ChannelAdapter::admit_new_work`].
+    prepaid: bool,
 }
 
 struct Inner {
@@ -131,8 +263,51 @@ struct Inner {
     base_url: String,
     api_secret: Secret<String>,
     config: AdapterConfig,
+    breaker: Mutex<Breaker>,
+    limits: RateLimits,
     bulkhead: Semaphore,
     jitter: Jitter,
+    clock: WallClock,
+    counters: Counters,
+}
+
+/// Monotonic milliseconds, expressed as unix milliseconds from the adapter's start, so the
+/// breaker's times read as dates yet never go backwards.
+struct WallClock {
+    started: std::time::Instant,
+    started_unix_ms: i64,
+}
+
+impl WallClock {
+    fn new() -> Self {
+        let started_unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| {
+                i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+            });
+        Self {
+            started: std::time::Instant::now(),
+            started_unix_ms,
+        }
+    }
+
+    fn now_ms(&self) -> i64 {
+        let elapsed_ms = i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX);
+        self.started_unix_ms.saturating_add(elapsed_ms)
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    calls_total: AtomicU64,
+    failures_total: AtomicU64,
+    rejected_open_total: AtomicU64,
+    rejected_rate_total: AtomicU64,
+    rejected_inflight_total: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
 }
 
 impl std::fmt::Debug for ChannelAdapter {
@@ -141,6 +316,7 @@ impl std::fmt::Debug for ChannelAdapter {
             .field("base_url", &self.inner.base_url)
             .field("api_secret", &self.inner.api_secret)
             .field("config", &self.inner.config)
+            .field("merchant", &self.merchant)
             .field("inflight", &self.inflight())
             .finish()
     }
@@ -155,6 +331,13 @@ impl ChannelAdapter {
         config: AdapterConfig,
     ) -> Result<Self, AdapterConfigError> {
         config.validate()?;
+        // `validate` has checked that the rates and the burst are at least 1, so this is `Some`.
+        let rate_settings = config
+            .rate_settings()
+            .ok_or(AdapterConfigError::InvalidBound {
+                name: "rate_per_s",
+                reason: "rates and burst must be at least 1",
+            })?;
         let base_url = checked_base_url(base_url)?;
         let request_timeout = Duration::from_millis(config.request_timeout_ms);
         let mut connector = HttpConnector::new();
@@ -173,10 +356,60 @@ impl ChannelAdapter {
                 base_url,
                 api_secret: Secret::new(api_secret.into()),
                 config,
+                breaker: Mutex::new(Breaker::new(config.breaker_config())),
+                limits: RateLimits::new(rate_settings),
                 bulkhead: Semaphore::new(config.inflight_max),
                 jitter: Jitter::from_entropy(),
+                clock: WallClock::new(),
+                counters: Counters::default(),
             }),
+            merchant: None,
+            prepaid: false,
         })
+    }
+
+    /// A handle on this adapter whose calls also count against `merchant`'s rate limit
+    /// (`merchant_rate_per_s`). It shares everything else: limits, breaker, pool, counters.
+    pub fn for_merchant(&self, merchant: &str) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+            merchant: Some(Arc::from(merchant)),
+            prepaid: false,
+        }
+    }
+
+    /// Makes room for one new piece of work before anything depends on it (Kassa calls this
+    /// before an order exists): refuses at once while the breaker is open, and takes this
+    /// handle's rate permit (waiting at most `rate_wait_ms_max`). The returned handle's next
+    /// call uses that permit instead of taking another.
+    pub async fn admit_new_work(&self) -> Result<ChannelAdapter, ChannelError> {
+        let counters = &self.inner.counters;
+        let now_ms = self.inner.clock.now_ms();
+        let breaker = self.inner.breaker.lock().health(now_ms);
+        if breaker.state == BreakerState::Open {
+            bump(&counters.rejected_open_total);
+            let retry_after_ms = breaker
+                .open_until_ms
+                .map_or(1, |until| until.saturating_sub(now_ms).max(1));
+            return Err(ChannelError::CircuitOpen {
+                retry_after_ms: u64::try_from(retry_after_ms).unwrap_or(1),
+            });
+        }
+        self.inner
+            .limits
+            .acquire(self.merchant.as_deref())
+            .await
+            .inspect_err(|_| bump(&counters.rejected_rate_total))?;
+        Ok(Self {
+            inner: Arc::clone(&self.inner),
+            merchant: self.merchant.clone(),
+            prepaid: true,
+        })
+    }
+
+    /// The merchant this handle's calls are limited as, if any.
+    pub fn merchant(&self) -> Option<&str> {
+        self.merchant.as_deref()
     }
 
     /// The provider's base URL, without a trailing slash.
@@ -194,14 +427,54 @@ impl ChannelAdapter {
         self.inner.config.inflight_max - self.inner.bulkhead.available_permits()
     }
 
-    /// Sends `request` through the bulkhead, with a per-attempt timeout and bounded retries.
-    /// `Ok` only for a 2xx answer; every other status is a [`ChannelError`].
+    /// The channel's health: bulkhead, limits, breaker and counters.
+    pub fn health(&self) -> AdapterHealth {
+        let config = &self.inner.config;
+        let counters = &self.inner.counters;
+        let breaker = self.inner.breaker.lock().health(self.inner.clock.now_ms());
+        AdapterHealth {
+            inflight: self.inflight(),
+            inflight_max: config.inflight_max,
+            rate_per_s: config.rate_per_s,
+            burst: config.burst,
+            merchant_rate_per_s: config.merchant_rate_per_s,
+            breaker,
+            calls_total: counters.calls_total.load(Ordering::Relaxed),
+            failures_total: counters.failures_total.load(Ordering::Relaxed),
+            rejected_open_total: counters.rejected_open_total.load(Ordering::Relaxed),
+            rejected_rate_total: counters.rejected_rate_total.load(Ordering::Relaxed),
+            rejected_inflight_total: counters.rejected_inflight_total.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Sends `request` as this handle's merchant (see [`ChannelAdapter::for_merchant`]).
     pub(crate) async fn send(&self, request: WireRequest) -> Result<WireResponse, ChannelError> {
-        let _permit = self
-            .inner
-            .bulkhead
-            .try_acquire()
-            .map_err(|_| ChannelError::Overloaded)?;
+        self.send_for(self.merchant.as_deref(), request).await
+    }
+
+    /// Sends `request` through the breaker, the rate limits (the channel's, and `merchant`'s
+    /// when given), the bulkhead, and a per-attempt timeout with bounded retries.
+    /// `Ok` only for a 2xx answer; every other status is a [`ChannelError`].
+    pub(crate) async fn send_for(
+        &self,
+        merchant: Option<&str>,
+        request: WireRequest,
+    ) -> Result<WireResponse, ChannelError> {
+        let counters = &self.inner.counters;
+        let first = self
+            .admit()
+            .inspect_err(|_| bump(&counters.rejected_open_total))?;
+        if !self.prepaid {
+            self.inner
+                .limits
+                .acquire(merchant)
+                .await
+                .inspect_err(|_| bump(&counters.rejected_rate_total))?;
+        }
+        let _permit = self.inner.bulkhead.try_acquire().map_err(|_| {
+            bump(&counters.rejected_inflight_total);
+            ChannelError::Overloaded
+        })?;
         let config = &self.inner.config;
         let backoff = ExponentialBuilder::new()
             .with_factor(2.0)
@@ -209,24 +482,84 @@ impl ChannelAdapter {
             .with_max_delay(Duration::from_millis(config.backoff_ms_max))
             // `retry_attempts_max` counts attempts; backon counts retries after the first.
             .with_max_times(config.retry_attempts_max.saturating_sub(1) as usize);
+        let last_error: Mutex<Option<ChannelError>> = Mutex::new(None);
+        let last_error = &last_error;
+        let request = &request;
+        let mut first = Some(first);
         let mut attempt: u32 = 0;
         (|| {
             attempt += 1;
-            self.attempt(&request, attempt)
+            let number = attempt;
+            let admitted = first.take();
+            async move {
+                let ticket = match admitted {
+                    Some(ticket) => ticket,
+                    None => self.admit_retry(merchant, last_error).await?,
+                };
+                let result = self.attempt(request, number).await;
+                ticket.record(breaker_outcome(&result));
+                result.map_err(|error| {
+                    *last_error.lock() = Some(error.clone());
+                    AttemptError::Failed(error)
+                })
+            }
         })
         .retry(backoff)
-        .when(ChannelError::is_retryable)
-        .adjust(|error, delay| self.next_delay(error, delay))
+        .when(AttemptError::may_retry)
+        .adjust(|error, delay| match error {
+            AttemptError::Failed(error) => self.next_delay(error, delay),
+            AttemptError::Stopped(_) => None,
+        })
         .notify(|error, delay| {
             tracing::warn!(
                 method = %request.method,
                 path = %request.path,
-                %error,
+                error = %error.error(),
                 delay_ms = delay.as_millis() as u64,
                 "channel call failed, retrying with the same idempotency key"
             );
         })
         .await
+        .map_err(AttemptError::into_error)
+    }
+
+    /// The breaker's admission for a call's first attempt.
+    fn admit(&self) -> Result<Ticket<'_>, ChannelError> {
+        let now_ms = self.inner.clock.now_ms();
+        let mut breaker = self.inner.breaker.lock();
+        let before = breaker.state(now_ms);
+        let admitted = breaker.try_acquire(now_ms);
+        if before == BreakerState::Open && breaker.state(now_ms) == BreakerState::HalfOpen {
+            tracing::info!(base_url = %self.inner.base_url, "channel breaker half-open: probing");
+        }
+        drop(breaker);
+        match admitted {
+            Ok(admission) => Ok(Ticket {
+                inner: &self.inner,
+                admission: Some(admission),
+            }),
+            Err(refusal) => Err(ChannelError::CircuitOpen {
+                retry_after_ms: refusal.retry_after_ms,
+            }),
+        }
+    }
+
+    /// A retry asks the breaker again and takes another rate permit; if either refuses, the
+    /// retries stop with the previous attempt's error, which says what may have happened.
+    async fn admit_retry(
+        &self,
+        merchant: Option<&str>,
+        last_error: &Mutex<Option<ChannelError>>,
+    ) -> Result<Ticket<'_>, AttemptError> {
+        let stop = |refusal: ChannelError| {
+            tracing::debug!(base_url = %self.inner.base_url, %refusal, "channel call not retried");
+            // A retry follows a failed attempt, so there is a previous error; the refusal only
+            // stands in for it if that ever changed.
+            AttemptError::Stopped(last_error.lock().take().unwrap_or(refusal))
+        };
+        let ticket = self.admit().map_err(stop)?;
+        self.inner.limits.acquire(merchant).await.map_err(stop)?;
+        Ok(ticket)
     }
 
     /// The delay before the next attempt: full jitter over backon's exponential delay, with a
@@ -252,6 +585,7 @@ impl ChannelAdapter {
         request: &WireRequest,
         attempt: u32,
     ) -> Result<WireResponse, ChannelError> {
+        bump(&self.inner.counters.calls_total);
         let deadline = Duration::from_millis(self.inner.config.request_timeout_ms);
         let result = tokio::time::timeout(deadline, self.exchange(request))
             .await
@@ -322,6 +656,101 @@ impl ChannelAdapter {
             status: 400,
             code: String::from("unsignable_request"),
         })
+    }
+}
+
+/// One attempt's permission from the breaker. Recording it hands the outcome back; dropping
+/// it unrecorded (the attempt never went out, or the call was cancelled) records `Ignored`, so
+/// a half-open probe slot is never lost.
+struct Ticket<'a> {
+    inner: &'a Inner,
+    admission: Option<Admission>,
+}
+
+impl Ticket<'_> {
+    fn record(mut self, outcome: CallOutcome) {
+        if let Some(admission) = self.admission.take() {
+            self.inner.record(admission, outcome);
+        }
+    }
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        if let Some(admission) = self.admission.take() {
+            self.inner.record(admission, CallOutcome::Ignored);
+        }
+    }
+}
+
+impl Inner {
+    fn record(&self, admission: Admission, outcome: CallOutcome) {
+        if outcome == CallOutcome::Failure {
+            bump(&self.counters.failures_total);
+        }
+        let now_ms = self.clock.now_ms();
+        let mut breaker = self.breaker.lock();
+        let before = breaker.state(now_ms);
+        breaker.record(now_ms, admission, outcome);
+        let after = breaker.state(now_ms);
+        drop(breaker);
+        match (before, after) {
+            (BreakerState::Closed | BreakerState::HalfOpen, BreakerState::Open) => {
+                tracing::warn!(base_url = %self.base_url, "channel breaker opened: failing calls fast")
+            }
+            (BreakerState::HalfOpen, BreakerState::Closed) => {
+                tracing::info!(base_url = %self.base_url, "channel breaker closed: channel recovered")
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Why an attempt produced no answer, as backon sees it.
+enum AttemptError {
+    /// The attempt failed; it is retried if the error allows.
+    Failed(ChannelError),
+    /// The breaker or the rate limit refused a retry: the call ends with this, the previous
+    /// attempt's error.
+    Stopped(ChannelError),
+}
+
+impl AttemptError {
+    fn may_retry(&self) -> bool {
+        match self {
+            AttemptError::Failed(error) => error.is_retryable(),
+            AttemptError::Stopped(_) => false,
+        }
+    }
+
+    fn error(&self) -> &ChannelError {
+        match self {
+            AttemptError::Failed(error) | AttemptError::Stopped(error) => error,
+        }
+    }
+
+    fn into_error(self) -> ChannelError {
+        match self {
+            AttemptError::Failed(error) | AttemptError::Stopped(error) => error,
+        }
+    }
+}
+
+/// What an attempt says about the channel's health. An answer is health, whatever it says.
+fn breaker_outcome(result: &Result<WireResponse, ChannelError>) -> CallOutcome {
+    match result {
+        Ok(_) => CallOutcome::Success,
+        Err(error) => match error {
+            ChannelError::Timeout
+            | ChannelError::Connect(_)
+            | ChannelError::Server { .. }
+            | ChannelError::Unreadable(_) => CallOutcome::Failure,
+            ChannelError::Rejected { .. } => CallOutcome::Success,
+            ChannelError::RateLimited { .. }
+            | ChannelError::Overloaded
+            | ChannelError::RateLimitedLocally { .. }
+            | ChannelError::CircuitOpen { .. } => CallOutcome::Ignored,
+        },
     }
 }
 
@@ -476,9 +905,160 @@ mod tests {
                 inflight_max: 0,
                 ..AdapterConfig::default()
             },
+            AdapterConfig {
+                rate_per_s: 0,
+                ..AdapterConfig::default()
+            },
+            AdapterConfig {
+                burst: 0,
+                ..AdapterConfig::default()
+            },
+            AdapterConfig {
+                rate_wait_ms_max: RATE_WAIT_MS_LIMIT + 1,
+                ..AdapterConfig::default()
+            },
+            AdapterConfig {
+                merchant_rate_per_s: Some(0),
+                ..AdapterConfig::default()
+            },
+            AdapterConfig {
+                breaker_min_calls: 51,
+                ..AdapterConfig::default()
+            },
+            AdapterConfig {
+                breaker_failure_rate_percent: 0,
+                ..AdapterConfig::default()
+            },
+            AdapterConfig {
+                breaker_open_ms: 0,
+                ..AdapterConfig::default()
+            },
+            AdapterConfig {
+                breaker_half_open_probes: 0,
+                ..AdapterConfig::default()
+            },
         ];
         for config in bad {
             assert!(config.validate().is_err(), "{config:?}");
+            assert!(ChannelAdapter::new("http://127.0.0.1:9", "s", config).is_err());
+        }
+        assert_eq!(
+            AdapterConfig {
+                breaker_window_size: 0,
+                ..AdapterConfig::default()
+            }
+            .validate(),
+            Err(AdapterConfigError::InvalidBound {
+                name: "breaker_window_size",
+                reason: "must be between 1 and 10000",
+            })
+        );
+    }
+
+    #[test]
+    fn config_defaults_fill_what_a_file_leaves_out() {
+        let config: AdapterConfig =
+            serde_json::from_str(r#"{"rate_per_s": 5, "merchant_rate_per_s": 2}"#)
+                .expect("a partial config");
+        assert_eq!(
+            config,
+            AdapterConfig {
+                rate_per_s: 5,
+                merchant_rate_per_s: Some(2),
+                ..AdapterConfig::default()
+            }
+        );
+        let defaults = AdapterConfig::default();
+        assert_eq!(
+            (
+                defaults.rate_per_s,
+                defaults.burst,
+                defaults.rate_wait_ms_max
+            ),
+            (1_000, 100, 200)
+        );
+        assert_eq!(
+            (
+                defaults.breaker_window_size,
+                defaults.breaker_min_calls,
+                defaults.breaker_failure_rate_percent,
+                defaults.breaker_open_ms,
+                defaults.breaker_half_open_probes,
+            ),
+            (50, 20, 50, 5_000, 3)
+        );
+        assert!(serde_json::from_str::<AdapterConfig>(r#"{"rate_per_second": 5}"#).is_err());
+    }
+
+    #[test]
+    fn health_starts_quiet_and_serialises_for_operators() {
+        let adapter = ChannelAdapter::new("http://127.0.0.1:9", "s", AdapterConfig::default())
+            .expect("valid adapter");
+        let health = adapter.for_merchant("mch_1").health();
+        assert_eq!(health, adapter.health(), "handles share one adapter");
+        let json = serde_json::to_value(&health).expect("serialisable");
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "inflight": 0,
+                "inflight_max": 256,
+                "rate_per_s": 1000,
+                "burst": 100,
+                "merchant_rate_per_s": null,
+                "breaker": {
+                    "state": "closed",
+                    "failure_rate_percent": 0,
+                    "calls_in_window": 0,
+                    "opened_at_ms": null,
+                    "open_until_ms": null,
+                    "opens_total": 0,
+                },
+                "calls_total": 0,
+                "failures_total": 0,
+                "rejected_open_total": 0,
+                "rejected_rate_total": 0,
+                "rejected_inflight_total": 0,
+            })
+        );
+    }
+
+    #[test]
+    fn answers_are_health_and_only_sickness_is_a_failure() {
+        let answered = Ok(WireResponse { body: Bytes::new() });
+        assert_eq!(breaker_outcome(&answered), CallOutcome::Success);
+        let table = [
+            (ChannelError::Timeout, CallOutcome::Failure),
+            (
+                ChannelError::Connect("refused".into()),
+                CallOutcome::Failure,
+            ),
+            (ChannelError::Server { status: 502 }, CallOutcome::Failure),
+            (ChannelError::Unreadable("cut".into()), CallOutcome::Failure),
+            (
+                ChannelError::Rejected {
+                    status: 422,
+                    code: "invalid_amount".into(),
+                },
+                CallOutcome::Success,
+            ),
+            (
+                ChannelError::RateLimited {
+                    retry_after_ms: None,
+                },
+                CallOutcome::Ignored,
+            ),
+            (ChannelError::Overloaded, CallOutcome::Ignored),
+            (
+                ChannelError::RateLimitedLocally { retry_after_ms: 1 },
+                CallOutcome::Ignored,
+            ),
+            (
+                ChannelError::CircuitOpen { retry_after_ms: 1 },
+                CallOutcome::Ignored,
+            ),
+        ];
+        for (error, outcome) in table {
+            assert_eq!(breaker_outcome(&Err(error.clone())), outcome, "{error:?}");
         }
     }
 

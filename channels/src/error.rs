@@ -46,10 +46,28 @@ pub enum ChannelError {
     /// The adapter's in-flight bound (`inflight_max`) is reached; nothing was sent.
     #[error("too many calls to this channel are in flight")]
     Overloaded,
+    /// Our own rate limit for this channel (or for this merchant on it) had no permit within
+    /// `rate_wait_ms_max`; nothing was sent. The caller may try again after `retry_after_ms`.
+    #[error("over the local rate limit for this channel (retry after {retry_after_ms} ms)")]
+    RateLimitedLocally {
+        /// When a permit is expected to be free again (an estimate, at least 1).
+        retry_after_ms: u64,
+    },
+    /// The channel's circuit breaker is open (the channel is failing); nothing was sent. The
+    /// caller may try again after `retry_after_ms`.
+    #[error("the channel's circuit breaker is open (retry after {retry_after_ms} ms)")]
+    CircuitOpen {
+        /// When the breaker lets a probe through again (an estimate, at least 1).
+        retry_after_ms: u64,
+    },
 }
 
 impl ChannelError {
     /// Whether sending the same request again (same idempotency key) may succeed.
+    ///
+    /// [`ChannelError::RateLimitedLocally`] and [`ChannelError::CircuitOpen`] say `true` for the
+    /// *caller*, later (after their `retry_after_ms`); the adapter itself never retries them,
+    /// because they happen before its retry loop.
     ///
     /// Retrying is safe for every variant that says `true` because the provider deduplicates
     /// by idempotency key: a retry can never charge twice.
@@ -59,7 +77,9 @@ impl ChannelError {
             | ChannelError::Connect(_)
             | ChannelError::RateLimited { .. }
             | ChannelError::Server { .. }
-            | ChannelError::Unreadable(_) => true,
+            | ChannelError::Unreadable(_)
+            | ChannelError::RateLimitedLocally { .. }
+            | ChannelError::CircuitOpen { .. } => true,
             ChannelError::Rejected { .. } | ChannelError::Overloaded => false,
         }
     }
@@ -76,7 +96,9 @@ impl ChannelError {
             ChannelError::Connect(_)
             | ChannelError::RateLimited { .. }
             | ChannelError::Rejected { .. }
-            | ChannelError::Overloaded => false,
+            | ChannelError::Overloaded
+            | ChannelError::RateLimitedLocally { .. }
+            | ChannelError::CircuitOpen { .. } => false,
         }
     }
 }
@@ -143,6 +165,12 @@ mod tests {
             ),
             (ChannelError::Unreadable("truncated".into()), true, true),
             (ChannelError::Overloaded, false, false),
+            (
+                ChannelError::RateLimitedLocally { retry_after_ms: 3 },
+                true,
+                false,
+            ),
+            (ChannelError::CircuitOpen { retry_after_ms: 9 }, true, false),
         ];
         for (error, retryable, unknown) in cases {
             assert_eq!(error.is_retryable(), retryable, "{error:?}");

@@ -8,9 +8,13 @@
 //! # Layout
 //!
 //! * [`adapter`]: the shared [`ChannelAdapter`]. Every call to a channel goes through its one
-//!   generic path: bulkhead (`inflight_max`), per-attempt timeout, bounded retries with
-//!   exponential backoff and full jitter, request signing. Limits, retries and timeouts live
-//!   there once, never in a protocol module.
+//!   generic path: circuit breaker, rate limits, bulkhead (`inflight_max`), per-attempt
+//!   timeout, bounded retries with exponential backoff and full jitter, request signing.
+//!   Limits, retries and timeouts live there once, never in a protocol module. Its
+//!   [`ChannelAdapter::health`] is what operators see of a channel.
+//! * [`breaker`]: the circuit breaker, a pure state machine over injected time.
+//! * `limiter.rs`: the channel's and its merchants' rate limits (`governor`), with a bounded
+//!   wait.
 //! * One module per channel protocol, each a thin translator between domain types and its wire
 //!   format: [`card`] (JSON, minor units, `Sandbox-Signature`) with its wire types in
 //!   `card/transformers.rs`.
@@ -32,12 +36,15 @@
 //! through?" becomes a fact and nothing is ever charged twice.
 
 pub mod adapter;
+pub mod breaker;
 pub mod card;
 pub mod error;
+mod limiter;
 pub mod sandbox;
 pub mod secret;
 
-pub use adapter::{AdapterConfig, ChannelAdapter};
+pub use adapter::{AdapterConfig, AdapterHealth, ChannelAdapter};
+pub use breaker::{BreakerHealth, BreakerState};
 pub use card::{
     CaptureOutcome, CardChannel, CardData, ChargeOutcome, ChargeRequest, RefundOutcome,
     RefundRequest, ResolveOutcome, ResolvedCharge, brand, luhn_valid,

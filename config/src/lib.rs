@@ -294,6 +294,21 @@ pub struct CardChannelSettings {
     pub backoff_ms_min: u64,
     pub backoff_ms_max: u64,
     pub inflight_max: usize,
+    /// Calls per second to the channel, and the burst above it.
+    pub rate_per_s: u32,
+    pub burst: u32,
+    /// How long a new payment may wait for a rate permit before it is refused (429).
+    pub rate_wait_ms_max: u64,
+    /// Per-merchant calls per second on this channel; 0 = no per-merchant limit.
+    pub merchant_rate_per_s: u32,
+    /// Circuit breaker: over the last `breaker_window_size` calls (at least
+    /// `breaker_min_calls`), a failure rate of `breaker_failure_rate_percent` opens it for
+    /// `breaker_open_ms`; then `breaker_half_open_probes` calls test the channel.
+    pub breaker_window_size: u32,
+    pub breaker_min_calls: u32,
+    pub breaker_failure_rate_percent: u32,
+    pub breaker_open_ms: u64,
+    pub breaker_half_open_probes: u32,
 }
 
 impl Default for CardChannelSettings {
@@ -305,6 +320,15 @@ impl Default for CardChannelSettings {
             backoff_ms_min: 50,
             backoff_ms_max: 1_000,
             inflight_max: 256,
+            rate_per_s: 1_000,
+            burst: 100,
+            rate_wait_ms_max: 200,
+            merchant_rate_per_s: 0,
+            breaker_window_size: 50,
+            breaker_min_calls: 20,
+            breaker_failure_rate_percent: 50,
+            breaker_open_ms: 5_000,
+            breaker_half_open_probes: 3,
         }
     }
 }

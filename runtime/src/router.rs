@@ -188,15 +188,16 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Response<Body>,
                     let answer = dispatch(app, &merchant, endpoint, &body, Some(key), None).await;
                     let (status, body) = match answer {
                         Ok(ok) => ok,
+                        // "Try again" answers are not kept: the same key may be retried.
+                        Err(e)
+                            if e.status.is_server_error()
+                                || e.status == StatusCode::TOO_MANY_REQUESTS =>
+                        {
+                            return Ok(e.into_response());
+                        }
                         // Errors that say what is wrong with the request are answers too.
                         Err(e) => (e.status, e.body()),
                     };
-                    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
-                        // Not kept: the same key may be retried. Preserve Retry-After.
-                        let mut response = json_response(status, body);
-                        response.headers_mut().insert(header::RETRY_AFTER, 1.into());
-                        return Ok(response);
-                    }
                     let (status, body, was_replay) = app
                         .idempotency
                         .finish(guard, status, body, app.now_ms())

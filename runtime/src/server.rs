@@ -177,6 +177,15 @@ async fn start(settings: Settings, listener: Arc<TcpListener>) -> anyhow::Result
             backoff_ms_min: card.backoff_ms_min,
             backoff_ms_max: card.backoff_ms_max,
             inflight_max: card.inflight_max,
+            rate_per_s: card.rate_per_s,
+            burst: card.burst,
+            rate_wait_ms_max: card.rate_wait_ms_max,
+            merchant_rate_per_s: (card.merchant_rate_per_s > 0).then_some(card.merchant_rate_per_s),
+            breaker_window_size: card.breaker_window_size,
+            breaker_min_calls: card.breaker_min_calls,
+            breaker_failure_rate_percent: card.breaker_failure_rate_percent,
+            breaker_open_ms: card.breaker_open_ms,
+            breaker_half_open_probes: card.breaker_half_open_probes,
             ..AdapterConfig::default()
         },
     )

@@ -40,6 +40,7 @@ pub fn fast_config() -> AdapterConfig {
         backoff_ms_min: 1,
         backoff_ms_max: 10,
         inflight_max: 64,
+        ..AdapterConfig::default()
     }
 }
 

@@ -128,24 +128,51 @@ fn dashboard_page() -> Response<Body> {
 fn channels(app: &App) -> Response<Body> {
     let adapter = &app.card_adapter;
     let config = adapter.config();
-    json(
-        StatusCode::OK,
-        &json!({
-            "object": "list",
-            "data": [{
-                "name": "card",
-                "path": "root/channels/card",
-                "base_url": adapter.base_url(),
-                "inflight": adapter.inflight(),
-                "inflight_max": config.inflight_max,
-                "request_timeout_ms": config.request_timeout_ms,
-                "retry_attempts_max": config.retry_attempts_max,
-                "backoff_ms_max": config.backoff_ms_max,
-                // Rate limits and the circuit breaker arrive with the channel-adapter work.
-                "rate_limit": null,
-                "breaker": null,
-            }],
-        }),
+    let mut card = serde_json::to_value(adapter.health()).unwrap_or_else(|_| json!({}));
+    card["name"] = json!("card");
+    card["path"] = json!("root/channels/card");
+    card["base_url"] = json!(adapter.base_url());
+    card["request_timeout_ms"] = json!(config.request_timeout_ms);
+    card["retry_attempts_max"] = json!(config.retry_attempts_max);
+    card["backoff_ms_max"] = json!(config.backoff_ms_max);
+    card["rate_wait_ms_max"] = json!(config.rate_wait_ms_max);
+    json(StatusCode::OK, &json!({"object": "list", "data": [card]}))
+}
+
+/// Channel figures in Prometheus text, appended to the general metrics.
+fn channel_metrics(app: &App) -> String {
+    let health = app.card_adapter.health();
+    let open = match health.breaker.state {
+        kassa_channels::BreakerState::Closed => 0,
+        kassa_channels::BreakerState::HalfOpen => 1,
+        kassa_channels::BreakerState::Open => 2,
+    };
+    format!(
+        "# HELP kassa_channel_breaker_state Circuit breaker: 0 closed, 1 half-open, 2 open.\n\
+         # TYPE kassa_channel_breaker_state gauge\n\
+         kassa_channel_breaker_state{{channel=\"card\"}} {open}\n\
+         # HELP kassa_channel_breaker_opens_total Times the breaker opened.\n\
+         # TYPE kassa_channel_breaker_opens_total counter\n\
+         kassa_channel_breaker_opens_total{{channel=\"card\"}} {}\n\
+         # HELP kassa_channel_inflight Calls in flight to the channel.\n\
+         # TYPE kassa_channel_inflight gauge\n\
+         kassa_channel_inflight{{channel=\"card\"}} {}\n\
+         # HELP kassa_channel_calls_total Attempts sent to the channel, and those that failed.\n\
+         # TYPE kassa_channel_calls_total counter\n\
+         kassa_channel_calls_total{{channel=\"card\",result=\"sent\"}} {}\n\
+         kassa_channel_calls_total{{channel=\"card\",result=\"failed\"}} {}\n\
+         # HELP kassa_channel_rejected_total Calls refused before anything was sent.\n\
+         # TYPE kassa_channel_rejected_total counter\n\
+         kassa_channel_rejected_total{{channel=\"card\",reason=\"breaker_open\"}} {}\n\
+         kassa_channel_rejected_total{{channel=\"card\",reason=\"rate_limited\"}} {}\n\
+         kassa_channel_rejected_total{{channel=\"card\",reason=\"inflight\"}} {}\n",
+        health.breaker.opens_total,
+        health.inflight,
+        health.calls_total,
+        health.failures_total,
+        health.rejected_open_total,
+        health.rejected_rate_total,
+        health.rejected_inflight_total,
     )
 }
 
@@ -217,7 +244,9 @@ pub async fn metrics(app: &App) -> Response<Body> {
         ready: crate::admin::supervision::readiness(app).await.is_ok(),
     };
     let mut response = Response::new(http_body_util::BodyExt::boxed_unsync(
-        http_body_util::Full::new(Bytes::from(app.metrics.render(&gauges))),
+        http_body_util::Full::new(Bytes::from(
+            app.metrics.render(&gauges) + &channel_metrics(app),
+        )),
     ));
     response.headers_mut().insert(
         header::CONTENT_TYPE,

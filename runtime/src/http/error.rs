@@ -100,6 +100,23 @@ impl ApiError {
         e
     }
 
+    /// 429, or 503 when `unavailable`, with `Retry-After` rounded up to whole seconds.
+    pub fn retry_later(
+        unavailable: bool,
+        code: &'static str,
+        message: impl Into<String>,
+        retry_after_ms: u64,
+    ) -> Self {
+        let (status, kind) = if unavailable {
+            (StatusCode::SERVICE_UNAVAILABLE, "api_error")
+        } else {
+            (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error")
+        };
+        let mut e = ApiError::new(status, kind, code, message);
+        e.retry_after_s = Some(retry_after_ms.div_ceil(1_000).max(1));
+        e
+    }
+
     pub fn internal() -> Self {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -1,6 +1,7 @@
 //! `/v1/payments`: create, retrieve, list, capture, cancel.
 
 use http::StatusCode;
+use kassa_actors::channel_port::Admission;
 use kassa_actors::money::{Currency, Money};
 use kassa_actors::payment::{
     CaptureMode, CardSummary, Method, NewPayment, Payment, PaymentStatus, PendingOp,
@@ -8,7 +9,7 @@ use kassa_actors::payment::{
 use kassa_actors::payment_order::{Cancel, Capture, Create, Get};
 use kassa_actors::views::payment_json;
 use kassa_channels::card::CardData;
-use kassa_channels::error::CardDataError;
+use kassa_channels::error::{CardDataError, ChannelError};
 use kassa_store::ListQuery;
 
 use crate::app::App;
@@ -216,18 +217,40 @@ fn payment_answer(payment: &Payment, done: bool, done_status: StatusCode) -> Ans
 
 pub async fn create(app: &App, merchant: &Merchant, body: &[u8], key: Option<&str>) -> Answer {
     let request = parse_create(app, merchant, body, key)?;
+    // Room at the channel first: a busy or broken channel is refused here, before any order
+    // exists (429/503 with Retry-After), rather than by an order that can only wait.
+    let admitted = app
+        .card_adapter
+        .for_merchant(&merchant.id)
+        .admit_new_work()
+        .await
+        .map_err(|e| match e {
+            ChannelError::CircuitOpen { retry_after_ms } => ApiError::retry_later(
+                true,
+                "channel_unavailable",
+                "the card channel is failing; nothing was created, retry later",
+                retry_after_ms,
+            ),
+            ChannelError::RateLimitedLocally { retry_after_ms } => ApiError::retry_later(
+                false,
+                "rate_limited",
+                "the card channel is at its rate limit; nothing was created, retry later",
+                retry_after_ms,
+            ),
+            other => {
+                tracing::warn!(error = %other, "channel admission failed");
+                ApiError::unavailable("overloaded", "Kassa is busy; retry shortly")
+            }
+        })?;
     let id = request.new.id.clone();
     let settle = !request.is_async;
-    let reply = app
-        .ask(
-            &id,
-            Create {
-                new: request.new,
-                card: request.card,
-                settle,
-            },
-        )
-        .await?;
+    let create = Create {
+        new: request.new,
+        card: request.card,
+        settle,
+        admission: Some(Admission::card(admitted)),
+    };
+    let reply = app.ask(&id, create).await?;
     let payment = if request.is_async {
         reply.payment
     } else {

@@ -1,0 +1,204 @@
+//! The card channel's rate limit and circuit breaker, seen from a merchant and at the sandbox:
+//! past the limit (or while the breaker is open) a new payment is refused up front with 429 /
+//! 503 and `Retry-After`, creating nothing; the sandbox never sees more than the limit; a
+//! failing channel opens the breaker, calls then fail fast, and it closes after recovery.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use harness::*;
+use kassa_channels::card::signature;
+use kassa_client::HttpClient;
+use serde_json::{Value, json};
+
+const SANDBOX_SECRET: &str = "sandbox-dev-secret";
+
+async fn sandbox(kassa: &Kassa, method: &str, path: &str, body: Option<Value>) -> Value {
+    let body = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+    let header = signature::header_value(
+        SANDBOX_SECRET.as_bytes(),
+        signature::now_unix_s(),
+        method,
+        path,
+        &body,
+    );
+    let headers = [
+        ("Sandbox-Signature".to_owned(), header),
+        ("Content-Type".to_owned(), "application/json".to_owned()),
+    ];
+    let response = HttpClient::new(&kassa.sandbox_url())
+        .send(method, path, &headers, body)
+        .await
+        .expect("sandbox");
+    expect_status(&response, 200, path)
+}
+
+async fn card_channel(kassa: &Kassa) -> Value {
+    let response = kassa
+        .admin()
+        .send("GET", "/admin/channels", None)
+        .await
+        .expect("channels");
+    expect_status(&response, 200, "/admin/channels")["data"][0].clone()
+}
+
+fn assert_refused(response: &kassa_client::Response, status: u16, code: &str) {
+    assert_error(response, status, code);
+    let retry = response
+        .header("retry-after")
+        .unwrap_or_else(|| panic!("{status} without Retry-After"));
+    assert!(
+        retry.parse::<u64>().is_ok_and(|s| s >= 1),
+        "Retry-After {retry}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_above_the_channel_limit_is_refused_up_front_and_never_exceeds_it() {
+    const RATE: u64 = 50;
+    const BURST: u64 = 10;
+    let kassa = Kassa::start(
+        KassaOptions::new()
+            .env("KASSA_CHANNELS_CARD_RATE_PER_S", RATE)
+            .env("KASSA_CHANNELS_CARD_BURST", BURST)
+            .env("KASSA_CHANNELS_CARD_RATE_WAIT_MS_MAX", 100),
+    )
+    .await;
+    let merchant = kassa.new_merchant("Burst Ltd").await;
+    let started = Instant::now();
+    let answers: Vec<kassa_client::Response> = futures::stream::iter(0..400)
+        .map(|_| {
+            let merchant = merchant.clone();
+            async move { post_payment(&merchant, &usd_charge(CARD_SUCCEEDS), None).await }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    let elapsed = started.elapsed();
+    let created = answers.iter().filter(|r| r.status == 201).count();
+    let refused: Vec<_> = answers.iter().filter(|r| r.status == 429).collect();
+    assert_eq!(created + refused.len(), answers.len(), "only 201 or 429");
+    assert!(
+        !refused.is_empty(),
+        "a burst 8x the limit must be refused in part"
+    );
+    for response in &refused {
+        assert_refused(response, 429, "rate_limited");
+    }
+    // Refused requests created nothing.
+    assert_eq!(list_all_payments(&merchant).await.len(), created);
+    // At the sandbox: never more than the limit (plus its burst) in any second.
+    let stats = sandbox(&kassa, "GET", "/sandbox/stats", None).await;
+    for second in stats["requests_by_second"].as_array().unwrap() {
+        let n = second[1].as_u64().unwrap();
+        assert!(
+            n <= RATE + BURST,
+            "{n} calls in one second at the sandbox: {stats}"
+        );
+    }
+    eprintln!(
+        "400 requests in {elapsed:?}: {created} created, {} refused with 429",
+        refused.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_channel_opens_the_breaker_calls_fail_fast_and_it_closes_after_recovery() {
+    let kassa = Kassa::start(
+        KassaOptions::new()
+            .env("KASSA_CHANNELS_CARD_BREAKER_WINDOW_SIZE", 10)
+            .env("KASSA_CHANNELS_CARD_BREAKER_MIN_CALLS", 5)
+            .env("KASSA_CHANNELS_CARD_BREAKER_OPEN_MS", 1_000)
+            .env("KASSA_CHANNELS_CARD_BREAKER_HALF_OPEN_PROBES", 2)
+            .env("KASSA_CHANNELS_CARD_RETRY_ATTEMPTS_MAX", 1)
+            .env("KASSA_ORDERS_REDRIVE_SCHEDULE_MS", "300,600"),
+    )
+    .await;
+    let merchant = kassa.new_merchant("Outage Ltd").await;
+    sandbox(
+        &kassa,
+        "PUT",
+        "/sandbox/behaviour",
+        Some(json!({"hard_down": true})),
+    )
+    .await;
+
+    // Charges reach the failing channel until the breaker opens; then they are refused up front.
+    let mut created_during_outage = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut body = usd_charge(CARD_SUCCEEDS);
+        body["wait_ms"] = 100.into();
+        let response = post_payment(&merchant, &body, None).await;
+        if response.status == 503 {
+            assert_refused(&response, 503, "channel_unavailable");
+            break;
+        }
+        let payment = expect_status(&response, 202, "charge to a failing channel");
+        created_during_outage.push(id_of(&payment));
+        assert!(Instant::now() < deadline, "the breaker never opened");
+    }
+    assert!(
+        !created_during_outage.is_empty(),
+        "the first charges reached the channel"
+    );
+    let channel = card_channel(&kassa).await;
+    assert_eq!(channel["breaker"]["state"], "open", "{channel}");
+    // It opened only after its minimum of failed calls (charges and the resolves re-driving them).
+    assert!(
+        channel["failures_total"].as_u64().unwrap() >= 5,
+        "{channel}"
+    );
+    // While open, calls fail fast and nothing reaches the channel.
+    let before = sandbox(&kassa, "GET", "/sandbox/stats", None).await["requests_total"]
+        .as_u64()
+        .unwrap();
+    let fast = Instant::now();
+    for _ in 0..20 {
+        let response = post_payment(&merchant, &usd_charge(CARD_SUCCEEDS), None).await;
+        if response.status != 503 {
+            break; // the open period ended during the loop: fine, it is checked below
+        }
+    }
+    let after = sandbox(&kassa, "GET", "/sandbox/stats", None).await["requests_total"]
+        .as_u64()
+        .unwrap();
+    eprintln!(
+        "20 refusals in {:?}; sandbox calls while open: {}",
+        fast.elapsed(),
+        after - before
+    );
+
+    // The channel recovers: after the open period, probes succeed and the breaker closes.
+    sandbox(
+        &kassa,
+        "PUT",
+        "/sandbox/behaviour",
+        Some(json!({"hard_down": false})),
+    )
+    .await;
+    let closed = poll_until("the breaker to close", Duration::from_secs(30), || {
+        let merchant = merchant.clone();
+        let kassa = &kassa;
+        async move {
+            let response = post_payment(&merchant, &usd_charge(CARD_SUCCEEDS), None).await;
+            let channel = card_channel(kassa).await;
+            if response.status == 201 && channel["breaker"]["state"] == "closed" {
+                Ok(channel)
+            } else {
+                Err(format!("{} / {}", response.status, channel["breaker"]))
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed["breaker"]["opens_total"].as_u64().unwrap() >= 1,
+        "{closed}"
+    );
+    // Orders created during the outage end as facts: never charged (the channel said so).
+    for id in &created_during_outage {
+        let settled = wait_until_settled(&merchant, id, Duration::from_secs(30)).await;
+        assert_eq!(settled["status"], "failed", "{settled}");
+        assert_eq!(settled["failure_code"], "processing_error", "{settled}");
+    }
+}

@@ -25,14 +25,16 @@ use kassa_store::{Append, AppendError, JournalEntry, PaymentRow, RefundRow, Stor
 use kassa_supervision::{ExitGuard, Shutdown};
 use tokio::sync::oneshot;
 
-use crate::channel_port::{CallError, ChannelPort, ChargeCall};
+use crate::channel_port::ChannelPort;
 use crate::clock::Clock;
 use crate::money::Money;
 use crate::payment::{
-    CaptureMode, ChargeOutcome, Command, Event, NewPayment, NewRefund, Payment, PaymentStatus,
-    PendingOp, RefundStatus, Rejection, apply, decide,
+    ChargeOutcome, Command, Event, NewPayment, NewRefund, Payment, PaymentStatus, RefundStatus,
+    Rejection, apply, decide,
 };
 use crate::views::{payment_json, refund_json};
+
+mod channel_work;
 
 /// Callers waiting for one order's outcome; past it they get the current state at once.
 const WAITERS_MAX: usize = 1_024;
@@ -416,185 +418,6 @@ impl PaymentOrder {
         for (_, tx) in met {
             // A caller that stopped waiting has dropped its receiver; nothing to tell it.
             let _ = tx.send(p.clone());
-        }
-    }
-
-    fn start_channel_work(&mut self, events: &[Event], ctx: &mut Context<Self>) {
-        for event in events {
-            match event {
-                Event::CaptureRequested { .. } => self.drive(Work::Capture, ctx),
-                Event::CancelRequested => self.drive(Work::Cancel, ctx),
-                Event::RefundRequested { id, .. } => self.drive(Work::Refund(id.clone()), ctx),
-                Event::Created { .. }
-                | Event::Authorized { .. }
-                | Event::Captured { .. }
-                | Event::Failed { .. }
-                | Event::CaptureFailed { .. }
-                | Event::Canceled
-                | Event::CancelFailed { .. }
-                | Event::RefundSucceeded { .. }
-                | Event::RefundFailed { .. } => {}
-            }
-        }
-    }
-
-    fn charge(
-        &mut self,
-        card: CardData,
-        admission: Option<crate::channel_port::Admission>,
-        ctx: &mut Context<Self>,
-    ) {
-        let Some(p) = &self.state else { return };
-        if !self.in_flight.insert(Work::Charge) {
-            return;
-        }
-        let call = ChargeCall {
-            order_id: p.id.clone(),
-            amount: p.amount,
-            capture: p.capture == CaptureMode::Automatic,
-            card,
-            admission,
-        };
-        let sent = self.deps.channel.charge(call);
-        ctx.spawn(sent.into_actor(self).map(|answer, act, ctx| {
-            act.in_flight.remove(&Work::Charge);
-            let answer = match answer {
-                Ok(outcome) => Ok(Command::ChargeOutcome(outcome)),
-                // The channel refused the charge itself: nothing was taken.
-                Err(CallError::Refused(f)) => {
-                    Ok(Command::ChargeOutcome(ChargeOutcome::Declined(f)))
-                }
-                Err(e) => Err(e),
-            };
-            act.on_answer(answer, ctx);
-        }));
-    }
-
-    /// Sends (again) the channel call for `work`, with the same idempotency key as ever.
-    fn drive(&mut self, work: Work, ctx: &mut Context<Self>) {
-        let Some(p) = &self.state else { return };
-        if self.in_flight.contains(&work) {
-            return;
-        }
-        let channel = &self.deps.channel;
-        let provider_ref = p.provider_ref.clone().unwrap_or_default();
-        let call: futures::future::BoxFuture<'static, Result<Command, CallError>> =
-            match (&work, &p.pending) {
-                (Work::Charge, _) => {
-                    let resolved = channel.resolve(p.id.clone());
-                    Box::pin(async move {
-                        match resolved.await {
-                            Ok(outcome) => Ok(Command::ChargeOutcome(outcome)),
-                            // A refused *query* says nothing about the charge: ask again later.
-                            Err(CallError::Refused(f)) => Err(CallError::Unknown(f.message)),
-                            Err(e) => Err(e),
-                        }
-                    })
-                }
-                (Work::Capture, Some(PendingOp::Capture { amount })) => {
-                    let sent = channel.capture(format!("{}.capture", p.id), provider_ref, *amount);
-                    Box::pin(async move {
-                        match sent.await {
-                            Ok(reference) => Ok(Command::CaptureOutcome(Ok(reference))),
-                            Err(CallError::Refused(f)) => Ok(Command::CaptureOutcome(Err(f))),
-                            Err(e) => Err(e),
-                        }
-                    })
-                }
-                (Work::Cancel, Some(PendingOp::Cancel)) => {
-                    let sent = channel.void(format!("{}.cancel", p.id), provider_ref);
-                    Box::pin(async move {
-                        match sent.await {
-                            Ok(()) => Ok(Command::CancelOutcome(Ok(()))),
-                            Err(CallError::Refused(f)) => Ok(Command::CancelOutcome(Err(f))),
-                            Err(e) => Err(e),
-                        }
-                    })
-                }
-                (Work::Refund(id), _) => {
-                    let Some(refund) = p.refund(id).filter(|r| r.status == RefundStatus::Pending)
-                    else {
-                        return;
-                    };
-                    let refund_id = id.clone();
-                    let sent = channel.refund(refund_id.clone(), provider_ref, refund.amount);
-                    Box::pin(async move {
-                        match sent.await {
-                            Ok(reference) => Ok(Command::RefundOutcome {
-                                refund_id,
-                                result: Ok(reference),
-                            }),
-                            Err(CallError::Refused(f)) => Ok(Command::RefundOutcome {
-                                refund_id,
-                                result: Err(f),
-                            }),
-                            Err(e) => Err(e),
-                        }
-                    })
-                }
-                (Work::Capture | Work::Cancel, _) => return,
-            };
-        self.in_flight.insert(work.clone());
-        ctx.spawn(call.into_actor(self).map(move |answer, act, ctx| {
-            act.in_flight.remove(&work);
-            act.on_answer(answer, ctx);
-        }));
-    }
-
-    fn on_answer(&mut self, answer: Result<Command, CallError>, ctx: &mut Context<Self>) {
-        match answer {
-            Ok(command) => ctx.notify(Outcome(command)),
-            Err(error) => {
-                let reason = match error {
-                    CallError::Refused(failure) => failure.message,
-                    CallError::Unknown(reason) => reason,
-                };
-                tracing::warn!(order_id = %self.id, %reason, "channel outcome unknown; will ask again");
-                self.schedule_redrive(ctx);
-            }
-        }
-    }
-
-    fn schedule_redrive(&mut self, ctx: &mut Context<Self>) {
-        if self.redrive_scheduled {
-            return;
-        }
-        if self.redrive_attempts >= self.deps.redrive_attempts_max {
-            tracing::error!(order_id = %self.id, attempts = self.redrive_attempts,
-                "channel outcome still unknown; left for the next activation");
-            return;
-        }
-        let schedule = &self.deps.redrive_schedule_ms;
-        let index = (self.redrive_attempts as usize).min(schedule.len().saturating_sub(1));
-        let delay = Duration::from_millis(schedule.get(index).copied().unwrap_or(60_000));
-        self.redrive_attempts += 1;
-        self.redrive_scheduled = true;
-        ctx.run_later(delay, |act, ctx| {
-            act.redrive_scheduled = false;
-            act.redrive(ctx);
-        });
-    }
-
-    /// Re-drives everything the journal says the channel still owes.
-    fn redrive(&mut self, ctx: &mut Context<Self>) {
-        let Some(p) = &self.state else { return };
-        let mut owed = Vec::new();
-        if p.status == PaymentStatus::Processing {
-            owed.push(Work::Charge);
-        }
-        match &p.pending {
-            Some(PendingOp::Capture { .. }) => owed.push(Work::Capture),
-            Some(PendingOp::Cancel) => owed.push(Work::Cancel),
-            None => {}
-        }
-        owed.extend(
-            p.refunds
-                .iter()
-                .filter(|r| r.status == RefundStatus::Pending)
-                .map(|r| Work::Refund(r.id.clone())),
-        );
-        for work in owed {
-            self.drive(work, ctx);
         }
     }
 }

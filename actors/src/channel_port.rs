@@ -95,6 +95,13 @@ impl CardPort {
 /// The card protocol's outcome in the order's terms.
 pub fn from_card(outcome: CardOutcome) -> ChargeOutcome {
     match outcome {
+        CardOutcome::RequiresAction {
+            provider_ref,
+            redirect_url,
+        } => ChargeOutcome::RequiresAction {
+            provider_ref,
+            redirect_url,
+        },
         CardOutcome::Succeeded { provider_ref } => ChargeOutcome::Succeeded { provider_ref },
         CardOutcome::Authorized { provider_ref } => ChargeOutcome::Authorized { provider_ref },
         CardOutcome::Declined { code, message } => {

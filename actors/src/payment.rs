@@ -214,6 +214,8 @@ pub struct Payment {
     /// Sum of succeeded refunds.
     pub amount_refunded: Money,
     pub provider_ref: Option<String>,
+    /// Where the cardholder authenticates while the payment `requires_action` (3-D Secure).
+    pub next_action_url: Option<String>,
     pub failure: Option<Failure>,
     pub pending: Option<PendingOp>,
     pub refunds: Vec<Refund>,
@@ -270,6 +272,11 @@ pub enum ChargeOutcome {
     Authorized {
         provider_ref: String,
     },
+    /// The cardholder must authenticate (3-D Secure) at `redirect_url` before the issuer decides.
+    RequiresAction {
+        provider_ref: String,
+        redirect_url: String,
+    },
     Declined(Failure),
     /// The channel confirms it never took the charge (and never will: the key is blocked).
     NeverCharged,
@@ -300,6 +307,10 @@ pub enum Event {
     },
     Authorized {
         provider_ref: String,
+    },
+    ActionRequired {
+        provider_ref: String,
+        redirect_url: String,
     },
     Captured {
         amount: Money,
@@ -341,6 +352,7 @@ impl Event {
         match self {
             Event::Created { .. } => "created",
             Event::Authorized { .. } => "authorized",
+            Event::ActionRequired { .. } => "action_required",
             Event::Captured { .. } => "captured",
             Event::Failed { .. } => "failed",
             Event::CaptureRequested { .. } => "capture_requested",
@@ -453,6 +465,14 @@ fn decide_charge_outcome(p: &Payment, outcome: &ChargeOutcome) -> Vec<Event> {
         | PaymentStatus::Canceled => return vec![],
     }
     match outcome {
+        ChargeOutcome::RequiresAction { .. } if p.status == PaymentStatus::RequiresAction => vec![],
+        ChargeOutcome::RequiresAction {
+            provider_ref,
+            redirect_url,
+        } => vec![Event::ActionRequired {
+            provider_ref: provider_ref.clone(),
+            redirect_url: redirect_url.clone(),
+        }],
         ChargeOutcome::Succeeded { provider_ref } => {
             vec![Event::Captured {
                 amount: p.amount,
@@ -607,6 +627,7 @@ fn created(new: &NewPayment, at_ms: i64) -> Payment {
         amount_captured: zero,
         amount_refunded: zero,
         provider_ref: None,
+        next_action_url: None,
         failure: None,
         pending: None,
         refunds: Vec::new(),
@@ -639,6 +660,15 @@ fn apply_to(p: &mut Payment, event: &Event, at_ms: i64) -> Result<(), Corrupt> {
             become_status(p, PaymentStatus::Authorized)?;
             p.amount_authorized = p.amount;
             p.provider_ref = Some(provider_ref.clone());
+            p.next_action_url = None;
+        }
+        Event::ActionRequired {
+            provider_ref,
+            redirect_url,
+        } => {
+            become_status(p, PaymentStatus::RequiresAction)?;
+            p.provider_ref = Some(provider_ref.clone());
+            p.next_action_url = Some(redirect_url.clone());
         }
         Event::Captured {
             amount,
@@ -658,12 +688,14 @@ fn apply_to(p: &mut Payment, event: &Event, at_ms: i64) -> Result<(), Corrupt> {
             }
             become_status(p, PaymentStatus::Succeeded)?;
             p.pending = None;
+            p.next_action_url = None;
             p.amount_captured = *amount;
             p.provider_ref = Some(provider_ref.clone());
         }
         Event::Failed { failure } => {
             become_status(p, PaymentStatus::Failed)?;
             p.failure = Some(failure.clone());
+            p.next_action_url = None;
         }
         Event::CaptureRequested { amount } => {
             if p.status != PaymentStatus::Authorized || p.pending.is_some() {
@@ -686,6 +718,7 @@ fn apply_to(p: &mut Payment, event: &Event, at_ms: i64) -> Result<(), Corrupt> {
         Event::Canceled => {
             become_status(p, PaymentStatus::Canceled)?;
             p.pending = None;
+            p.next_action_url = None;
         }
         Event::RefundRequested {
             id,

@@ -115,10 +115,11 @@ pub struct Get {
     pub merchant_id: Option<String>,
 }
 
-/// A channel's answer, journaled like any command.
+/// A channel's answer, journaled like any command; `answered` (if any) gets the order's state
+/// once it is (a confirm waits for exactly that).
 #[derive(Message)]
 #[rtype(result = "()")]
-struct Outcome(Command);
+struct Outcome(Command, Option<oneshot::Sender<Payment>>);
 
 /// Asks the order to passivate: at once if nothing is in flight, else as soon as it is idle.
 #[derive(Message)]
@@ -442,6 +443,7 @@ fn refund_rows(p: &Payment, events: &[Event]) -> Vec<RefundRow> {
         }
         Event::Created { .. }
         | Event::Authorized { .. }
+        | Event::ActionRequired { .. }
         | Event::Captured { .. }
         | Event::Failed { .. }
         | Event::CaptureRequested { .. }
@@ -610,16 +612,28 @@ impl Handler<Get> for PaymentOrder {
 impl Handler<Outcome> for PaymentOrder {
     type Result = AtomicResponse<Self, ()>;
 
-    fn handle(&mut self, Outcome(command): Outcome, _ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(
+        &mut self,
+        Outcome(command, answered): Outcome,
+        _ctx: &mut Context<Self>,
+    ) -> Self::Result {
         let done = self.execute(command).map(|result, act, ctx| match result {
-            Ok(_) => {
+            Ok(payment) => {
                 act.redrive_attempts = 0;
+                if let Some(tx) = answered {
+                    // A caller that stopped waiting dropped its receiver.
+                    let _ = tx.send(payment);
+                }
                 if act.passivate_requested {
                     act.maybe_passivate(ctx);
                 }
             }
             // A late or duplicate answer to something already decided.
-            Err(OrderError::Rejected(_)) => {}
+            Err(OrderError::Rejected(_)) => {
+                if let (Some(tx), Some(payment)) = (answered, act.state.clone()) {
+                    let _ = tx.send(payment);
+                }
+            }
             Err(error) => {
                 // Not journaled: the channel will give the same answer to the same key again.
                 tracing::warn!(order_id = %act.id, %error, "channel outcome not journaled; will ask again");
@@ -681,5 +695,51 @@ impl Handler<Report> for PaymentOrder {
             return AtomicResponse::new(ready(Err(err)));
         }
         AtomicResponse::new(self.execute(Command::ChargeOutcome(outcome)))
+    }
+}
+
+/// The cardholder says they finished the action (3-D Secure): ask the channel for the outcome.
+#[derive(Message)]
+#[rtype(result = "Result<OrderReply, OrderError>")]
+pub struct Confirm {
+    pub merchant_id: String,
+    pub settle: bool,
+}
+
+impl Handler<Confirm> for PaymentOrder {
+    type Result = Result<OrderReply, OrderError>;
+
+    fn handle(&mut self, msg: Confirm, ctx: &mut Context<Self>) -> Self::Result {
+        self.arrived();
+        if let Some(err) = self.unavailable() {
+            return Err(err);
+        }
+        self.check_owner(&msg.merchant_id)?;
+        let payment = self.state.clone().ok_or(Rejection::NotFound)?;
+        if payment.status != PaymentStatus::RequiresAction {
+            return Ok(OrderReply {
+                payment,
+                refund_id: None,
+                settled: None,
+            });
+        }
+        // Ask the channel now; the answer is journaled as an `Outcome`, then handed back.
+        let (answered, settled) = oneshot::channel();
+        let asked = self.deps.channel.resolve(self.id.clone());
+        ctx.spawn(
+            asked
+                .into_actor(self)
+                .map(move |answer, act, ctx| match answer {
+                    Ok(outcome) => {
+                        ctx.notify(Outcome(Command::ChargeOutcome(outcome), Some(answered)))
+                    }
+                    Err(error) => act.on_answer(Err(error), ctx),
+                }),
+        );
+        Ok(OrderReply {
+            payment,
+            refund_id: None,
+            settled: msg.settle.then_some(settled),
+        })
     }
 }

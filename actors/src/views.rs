@@ -18,6 +18,14 @@ struct CardView<'a> {
     exp_year: u16,
 }
 
+/// What the merchant must have the customer do next (3-D Secure).
+#[derive(Serialize)]
+struct NextAction<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    url: &'a str,
+}
+
 #[derive(Serialize)]
 struct PaymentView<'a> {
     id: &'a str,
@@ -34,6 +42,7 @@ struct PaymentView<'a> {
     card: CardView<'a>,
     failure_code: Option<&'a str>,
     failure_message: Option<&'a str>,
+    next_action: Option<NextAction<'a>>,
     description: Option<&'a str>,
     created: i64,
     updated: i64,
@@ -86,6 +95,10 @@ pub fn payment_json(p: &Payment) -> String {
         },
         failure_code: failure.map(|f| f.code.as_str()),
         failure_message: failure.map(|f| f.message.as_str()),
+        next_action: p.next_action_url.as_deref().map(|url| NextAction {
+            kind: "redirect_to_url",
+            url,
+        }),
         description: p.description.as_deref(),
         created: unix_s(p.created_ms),
         updated: unix_s(p.updated_ms),

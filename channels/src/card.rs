@@ -58,6 +58,14 @@ pub enum ChargeOutcome {
         /// The provider's charge id.
         provider_ref: String,
     },
+    /// The issuer wants the cardholder to authenticate (3-D Secure) at `redirect_url` first;
+    /// the outcome follows by callback, or by asking again ([`CardChannel::resolve`]).
+    RequiresAction {
+        /// The provider's charge id.
+        provider_ref: String,
+        /// The cardholder's challenge page.
+        redirect_url: String,
+    },
     /// The issuer said no. Not an error and never retried.
     Declined {
         /// `card_declined`, `insufficient_funds`, …
@@ -161,7 +169,7 @@ impl CardChannel {
             capture: request.capture,
         };
         let response = self.post("/card/v1/charges".into(), &body).await?;
-        parse::<ChargeResponse>(&response, "charge")?.into_outcome()
+        parse::<ChargeResponse>(&response, "charge")?.into_outcome(self.adapter.base_url())
     }
 
     /// Captures `amount_minor` (at most the authorised amount) of an authorisation.
@@ -239,7 +247,9 @@ impl CardChannel {
             .await?;
         let resolved: ResolveResponse = parse(&response, "resolve answer")?;
         match (resolved.found, resolved.charge) {
-            (true, Some(charge)) => Ok(ResolveOutcome::Found(charge.into_resolved()?)),
+            (true, Some(charge)) => Ok(ResolveOutcome::Found(
+                charge.into_resolved(self.adapter.base_url())?,
+            )),
             (false, None) => Ok(ResolveOutcome::NotFound),
             (true, None) | (false, Some(_)) => Err(ChannelError::Unreadable(
                 "resolve answer disagrees with itself about `found`".into(),
@@ -255,7 +265,7 @@ impl CardChannel {
             body: Bytes::new(),
         };
         let response = self.adapter.send(request).await?;
-        parse::<ChargeResponse>(&response.body, "charge")?.into_resolved()
+        parse::<ChargeResponse>(&response.body, "charge")?.into_resolved(self.adapter.base_url())
     }
 
     async fn post<T: serde::Serialize>(

@@ -23,6 +23,7 @@ enum Endpoint<'a> {
     GetPayment(&'a str),
     CapturePayment(&'a str),
     CancelPayment(&'a str),
+    ConfirmPayment(&'a str),
     CreateRefund,
     GetRefund(&'a str),
 }
@@ -53,6 +54,7 @@ fn endpoint<'a>(method: &Method, segments: &[&'a str]) -> Result<Endpoint<'a>, A
         ["payments", id] => only(Method::GET, Endpoint::GetPayment(id)),
         ["payments", id, "capture"] => only(Method::POST, Endpoint::CapturePayment(id)),
         ["payments", id, "cancel"] => only(Method::POST, Endpoint::CancelPayment(id)),
+        ["payments", id, "confirm"] => only(Method::POST, Endpoint::ConfirmPayment(id)),
         ["refunds"] => only(Method::POST, Endpoint::CreateRefund),
         ["refunds", id] => only(Method::GET, Endpoint::GetRefund(id)),
         _ => Err(route_not_found()),
@@ -74,6 +76,7 @@ fn route_label(method: &Method, path: &str) -> &'static str {
             Ok(Endpoint::GetPayment(_)) => "GET /v1/payments/{id}",
             Ok(Endpoint::CapturePayment(_)) => "POST /v1/payments/{id}/capture",
             Ok(Endpoint::CancelPayment(_)) => "POST /v1/payments/{id}/cancel",
+            Ok(Endpoint::ConfirmPayment(_)) => "POST /v1/payments/{id}/confirm",
             Ok(Endpoint::CreateRefund) => "POST /v1/refunds",
             Ok(Endpoint::GetRefund(_)) => "GET /v1/refunds/{id}",
             Err(_) => "unmatched",
@@ -237,6 +240,7 @@ async fn dispatch(
         Endpoint::GetPayment(id) => payments::retrieve(app, merchant, id).await,
         Endpoint::CapturePayment(id) => payments::capture(app, merchant, id, body).await,
         Endpoint::CancelPayment(id) => payments::cancel(app, merchant, id, body).await,
+        Endpoint::ConfirmPayment(id) => payments::confirm(app, merchant, id, body).await,
         Endpoint::CreateRefund => refunds::create(app, merchant, body, key).await,
         Endpoint::GetRefund(id) => refunds::retrieve(app, merchant, id).await,
     }

@@ -43,7 +43,7 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        (0u8..4).prop_map(Op::Charge),
+        (0u8..5).prop_map(Op::Charge),
         proptest::option::of(1i64..1_200).prop_map(Op::Capture),
         any::<bool>().prop_map(Op::CaptureOutcome),
         Just(Op::Cancel),
@@ -64,6 +64,10 @@ fn command(op: &Op, p: &Payment, n: usize) -> Command {
             provider_ref: "ch".into(),
         }),
         Op::Charge(2) => Command::ChargeOutcome(ChargeOutcome::Declined(failure())),
+        Op::Charge(3) => Command::ChargeOutcome(ChargeOutcome::RequiresAction {
+            provider_ref: "ch".into(),
+            redirect_url: "https://issuer.example/challenge".into(),
+        }),
         Op::Charge(_) => Command::ChargeOutcome(ChargeOutcome::NeverCharged),
         Op::Capture(amount) => Command::Capture {
             amount: amount.map(usd),

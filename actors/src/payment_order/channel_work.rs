@@ -21,6 +21,7 @@ impl PaymentOrder {
                 Event::RefundRequested { id, .. } => self.drive(Work::Refund(id.clone()), ctx),
                 Event::Created { .. }
                 | Event::Authorized { .. }
+                | Event::ActionRequired { .. }
                 | Event::Captured { .. }
                 | Event::Failed { .. }
                 | Event::CaptureFailed { .. }
@@ -65,7 +66,7 @@ impl PaymentOrder {
     }
 
     /// Sends (again) the channel call for `work`, with the same idempotency key as ever.
-    fn drive(&mut self, work: Work, ctx: &mut Context<Self>) {
+    pub(super) fn drive(&mut self, work: Work, ctx: &mut Context<Self>) {
         let Some(p) = &self.state else { return };
         if self.in_flight.contains(&work) {
             return;
@@ -135,9 +136,13 @@ impl PaymentOrder {
         }));
     }
 
-    fn on_answer(&mut self, answer: Result<Command, CallError>, ctx: &mut Context<Self>) {
+    pub(super) fn on_answer(
+        &mut self,
+        answer: Result<Command, CallError>,
+        ctx: &mut Context<Self>,
+    ) {
         match answer {
-            Ok(command) => ctx.notify(Outcome(command)),
+            Ok(command) => ctx.notify(Outcome(command, None)),
             Err(error) => {
                 let reason = match error {
                     CallError::Refused(failure) => failure.message,

@@ -49,6 +49,7 @@ struct Charge {
 
 /// Verifies and decodes one callback received at `path` (e.g. `/callbacks/card`).
 pub fn decode(
+    base_url: &str,
     secret: &[u8],
     signature_header: Option<&str>,
     path: &str,
@@ -71,7 +72,7 @@ pub fn decode(
     let charge = parsed
         .charge
         .charge
-        .into_resolved()
+        .into_resolved(base_url)
         .map_err(|e| CallbackError::Unreadable(e.to_string()))?;
     Ok(CallbackReport {
         idempotency_key: parsed.charge.idempotency_key,
@@ -104,6 +105,7 @@ mod tests {
     fn a_signed_report_decodes_to_the_charge_outcome() {
         let b = body("succeeded");
         let report = decode(
+            "http://sandbox",
             SECRET,
             Some(&signed(&b, 1_000)),
             "/callbacks/card",
@@ -120,6 +122,7 @@ mod tests {
         );
         let b = body("declined");
         let report = decode(
+            "http://sandbox",
             SECRET,
             Some(&signed(&b, 1_000)),
             "/callbacks/card",
@@ -138,14 +141,54 @@ mod tests {
         let b = body("succeeded");
         let header = signed(&b, 1_000);
         assert!(matches!(
-            decode(SECRET, None, "/callbacks/card", &b, 1_000),
+            decode("http://sandbox", SECRET, None, "/callbacks/card", &b, 1_000),
             Err(CallbackError::Signature(_))
         ));
         let mut tampered = b.clone();
         tampered[20] ^= 1;
-        assert!(decode(SECRET, Some(&header), "/callbacks/card", &tampered, 1_000).is_err());
-        assert!(decode(SECRET, Some(&header), "/callbacks/card", &b, 10_000).is_err());
-        assert!(decode(b"other", Some(&header), "/callbacks/card", &b, 1_000).is_err());
-        assert!(decode(SECRET, Some(&header), "/callbacks/other", &b, 1_000).is_err());
+        assert!(
+            decode(
+                "http://sandbox",
+                SECRET,
+                Some(&header),
+                "/callbacks/card",
+                &tampered,
+                1_000
+            )
+            .is_err()
+        );
+        assert!(
+            decode(
+                "http://sandbox",
+                SECRET,
+                Some(&header),
+                "/callbacks/card",
+                &b,
+                10_000
+            )
+            .is_err()
+        );
+        assert!(
+            decode(
+                "http://sandbox",
+                b"other",
+                Some(&header),
+                "/callbacks/card",
+                &b,
+                1_000
+            )
+            .is_err()
+        );
+        assert!(
+            decode(
+                "http://sandbox",
+                SECRET,
+                Some(&header),
+                "/callbacks/other",
+                &b,
+                1_000
+            )
+            .is_err()
+        );
     }
 }

@@ -51,6 +51,7 @@ pub(crate) enum ChargeStatus {
     Succeeded,
     Authorized,
     Declined,
+    RequiresAction,
 }
 
 /// A charge as the provider reports it.
@@ -124,8 +125,13 @@ pub(crate) fn error_code(body: &[u8]) -> String {
 }
 
 impl ChargeResponse {
-    pub(crate) fn into_outcome(self) -> Result<ChargeOutcome, ChannelError> {
+    /// `base_url` is the provider's, for the cardholder's 3-D Secure page.
+    pub(crate) fn into_outcome(self, base_url: &str) -> Result<ChargeOutcome, ChannelError> {
         Ok(match self.status {
+            ChargeStatus::RequiresAction => ChargeOutcome::RequiresAction {
+                redirect_url: format!("{base_url}/challenge/{}", self.charge_id),
+                provider_ref: self.charge_id,
+            },
             ChargeStatus::Succeeded => ChargeOutcome::Succeeded {
                 provider_ref: self.charge_id,
             },
@@ -144,13 +150,13 @@ impl ChargeResponse {
         })
     }
 
-    pub(crate) fn into_resolved(self) -> Result<ResolvedCharge, ChannelError> {
+    pub(crate) fn into_resolved(self, base_url: &str) -> Result<ResolvedCharge, ChannelError> {
         let amount_minor = self.amount_minor;
         let captured_minor = self.captured_minor;
         let refunded_minor = self.refunded_minor;
         let voided = self.voided;
         let currency = self.currency.clone();
-        let outcome = self.into_outcome()?;
+        let outcome = self.into_outcome(base_url)?;
         Ok(ResolvedCharge {
             outcome,
             amount_minor,

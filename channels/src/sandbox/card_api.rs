@@ -31,6 +31,7 @@ const TEST_CARDS: &[(&str, Decision)] = &[
     ("4242424242424242", Decision::Approve),
     ("4000000000000002", Decision::Decline("card_declined")),
     ("4000000000009995", Decision::Decline("insufficient_funds")),
+    ("4000000000003220", Decision::Challenge),
 ];
 
 const IDEMPOTENCY_KEY_LEN_MAX: usize = 255;
@@ -258,6 +259,21 @@ fn check_currency(currency: &str) -> Result<(), ApiError> {
             "currency must be an upper-case ISO 4217 code",
         ))
     }
+}
+
+/// `GET /challenge/{charge_id}?result=pass|fail`: the cardholder's side of 3-D Secure (the
+/// page an issuer would show). Not signed: the cardholder's browser calls it, not Kassa.
+pub(crate) async fn challenge(
+    state: &Arc<State>,
+    charge_id: &str,
+    passed: bool,
+) -> Result<Bytes, ApiError> {
+    let charge_id = charge_id.to_owned();
+    let written = on_ledger(state, move |ledger| {
+        ledger.complete_challenge(&charge_id, passed)
+    })
+    .await?;
+    answer_charge(state, written)
 }
 
 #[cfg(test)]

@@ -28,6 +28,9 @@ const BUSY_TIMEOUT_MS: u64 = 5_000;
 /// How many rows `GET /sandbox/ledger` returns per table, newest first.
 pub(crate) const SNAPSHOT_ROWS_MAX: u32 = 10_000;
 
+/// The ledger file's schema version (`PRAGMA user_version`).
+const LEDGER_VERSION: i64 = 2;
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (
     name  TEXT PRIMARY KEY,
@@ -43,7 +46,7 @@ CREATE TABLE IF NOT EXISTS charges (
     card_bin          TEXT    NOT NULL CHECK (length(card_bin) = 6),
     card_last4        TEXT    NOT NULL CHECK (length(card_last4) = 4),
     capture_requested INTEGER NOT NULL,
-    status            TEXT    NOT NULL CHECK (status IN ('succeeded', 'authorized', 'declined')),
+    status            TEXT    NOT NULL CHECK (status IN ('succeeded', 'authorized', 'declined', 'requires_action')),
     decline_code      TEXT,
     captured_minor    INTEGER NOT NULL DEFAULT 0,
     refunded_minor    INTEGER NOT NULL DEFAULT 0,
@@ -86,6 +89,8 @@ pub(crate) enum ChargeStatus {
     Succeeded,
     Authorized,
     Declined,
+    /// Waiting for the cardholder's 3-D Secure challenge.
+    RequiresAction,
 }
 
 impl ChargeStatus {
@@ -94,6 +99,7 @@ impl ChargeStatus {
             ChargeStatus::Succeeded => "succeeded",
             ChargeStatus::Authorized => "authorized",
             ChargeStatus::Declined => "declined",
+            ChargeStatus::RequiresAction => "requires_action",
         }
     }
 }
@@ -137,6 +143,8 @@ pub(crate) struct RefundRecord {
 pub(crate) enum Decision {
     Approve,
     Decline(&'static str),
+    /// The issuer asks for a 3-D Secure challenge first.
+    Challenge,
 }
 
 /// Whether a ledger call changed the ledger or replayed what an earlier call with its key did.
@@ -199,7 +207,19 @@ impl Ledger {
         };
         connection.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
         connection.pragma_update(None, "foreign_keys", "ON")?;
+        let version: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
+        let had_charges: bool = connection.query_row(
+            "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'charges'",
+            [],
+            |row| row.get(0),
+        )?;
+        if had_charges && version < LEDGER_VERSION {
+            // Version 1 → 2: `requires_action` joined the statuses; SQLite cannot alter a CHECK,
+            // so the table is rebuilt (inside one transaction, foreign keys deferred).
+            migrate_charges_table(&connection)?;
+        }
         connection.execute_batch(SCHEMA)?;
+        connection.pragma_update(None, "user_version", LEDGER_VERSION)?;
         let salt = load_or_create_salt(&connection)?;
         Ok(Self {
             connection: Mutex::new(connection),
@@ -243,6 +263,7 @@ impl Ledger {
             Decision::Approve if new.capture => (ChargeStatus::Succeeded, None, new.amount_minor),
             Decision::Approve => (ChargeStatus::Authorized, None, 0),
             Decision::Decline(code) => (ChargeStatus::Declined, Some(code), 0),
+            Decision::Challenge => (ChargeStatus::RequiresAction, None, 0),
         };
         let charge_id = self.derive_id("ch_", "charge", new.idempotency_key);
         // `pan` was validated as 12–19 ASCII digits by the caller, so these slices are in bounds.
@@ -269,6 +290,39 @@ impl Ledger {
             ],
         )?;
         let record = charge_by_id(&tx, &charge_id)?.ok_or_else(vanished)?;
+        tx.commit()?;
+        Ok((record, Written::Fresh))
+    }
+
+    /// The cardholder finished (or failed) the 3-D Secure challenge of `charge_id`: the charge
+    /// becomes what it would have been without one, or is declined `authentication_failed`.
+    /// A charge no longer waiting for its challenge is returned as it is.
+    pub(crate) fn complete_challenge(
+        &self,
+        charge_id: &str,
+        passed: bool,
+    ) -> Result<(ChargeRecord, Written), LedgerError> {
+        let mut connection = self.connection.lock();
+        let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let charge = charge_by_id(&tx, charge_id)?.ok_or(LedgerError::ChargeNotFound)?;
+        if charge.status != ChargeStatus::RequiresAction {
+            return Ok((charge, Written::Replayed));
+        }
+        let capture: bool = tx.query_row(
+            "SELECT capture_requested FROM charges WHERE charge_id = ?1",
+            params![charge_id],
+            |row| row.get(0),
+        )?;
+        let (status, decline_code, captured_minor) = match (passed, capture) {
+            (true, true) => (ChargeStatus::Succeeded, None, charge.amount_minor),
+            (true, false) => (ChargeStatus::Authorized, None, 0),
+            (false, _) => (ChargeStatus::Declined, Some("authentication_failed"), 0),
+        };
+        tx.execute(
+            "UPDATE charges SET status = ?2, decline_code = ?3, captured_minor = ?4 WHERE charge_id = ?1",
+            params![charge_id, status.as_str(), decline_code, captured_minor],
+        )?;
+        let record = charge_by_id(&tx, charge_id)?.ok_or_else(vanished)?;
         tx.commit()?;
         Ok((record, Written::Fresh))
     }
@@ -592,6 +646,7 @@ fn read_charge(row: &Row<'_>) -> rusqlite::Result<(ChargeRecord, String, bool)> 
         "succeeded" => ChargeStatus::Succeeded,
         "authorized" => ChargeStatus::Authorized,
         "declined" => ChargeStatus::Declined,
+        "requires_action" => ChargeStatus::RequiresAction,
         _ => return Err(unknown_text(6)),
     };
     let record = ChargeRecord {
@@ -680,5 +735,73 @@ mod tests {
         assert_eq!(first.charge_id, again.charge_id);
         let other = ledger.create_charge(&new_charge("k1", "5555555555554444", true));
         assert!(matches!(other, Err(LedgerError::KeyReused)));
+    }
+}
+
+/// Rebuilds `charges` with the current DDL, keeping every row (SQLite cannot alter a CHECK):
+/// create the new table, copy, drop the old one, rename — in one transaction.
+fn migrate_charges_table(connection: &Connection) -> rusqlite::Result<()> {
+    let start = SCHEMA
+        .find("CREATE TABLE IF NOT EXISTS charges (")
+        .unwrap_or(0);
+    let end = SCHEMA[start..]
+        .find(");")
+        .map_or(SCHEMA.len(), |n| start + n + 2);
+    let ddl = SCHEMA[start..end].replacen("IF NOT EXISTS charges (", "charges_v2 (", 1);
+    connection.execute_batch(&format!(
+        "PRAGMA foreign_keys = OFF;
+         BEGIN IMMEDIATE;
+         {ddl}
+         INSERT INTO charges_v2 SELECT * FROM charges;
+         DROP TABLE charges;
+         ALTER TABLE charges_v2 RENAME TO charges;
+         COMMIT;
+         PRAGMA foreign_keys = ON;"
+    ))
+}
+
+#[cfg(test)]
+mod migration_tests {
+    use super::*;
+
+    #[test]
+    fn a_version_1_ledger_keeps_its_charges_and_accepts_requires_action() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.db");
+        {
+            let old = Connection::open(&path).unwrap();
+            let v1 = SCHEMA.replace(", 'requires_action'", "");
+            old.execute_batch(&v1).unwrap();
+            old.execute(
+                "INSERT INTO charges (charge_id, idempotency_key, amount_minor, currency, pan_fingerprint, \
+                 card_bin, card_last4, capture_requested, status, created_unix_s) \
+                 VALUES ('ch_1', 'pay_1', 100, 'USD', 'f', '424242', '4242', 1, 'succeeded', 1)",
+                [],
+            )
+            .unwrap();
+            assert!(
+                old.execute(
+                    "UPDATE charges SET status = 'requires_action' WHERE charge_id = 'ch_1'",
+                    []
+                )
+                .is_err()
+            );
+        }
+        let ledger = Ledger::open(Some(&path)).unwrap();
+        assert_eq!(
+            ledger.charge("ch_1").unwrap().status,
+            ChargeStatus::Succeeded
+        );
+        let connection = ledger.connection.lock();
+        connection
+            .execute(
+                "UPDATE charges SET status = 'requires_action' WHERE charge_id = 'ch_1'",
+                [],
+            )
+            .unwrap();
+        let version: i64 = connection
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, LEDGER_VERSION);
     }
 }

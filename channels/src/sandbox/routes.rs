@@ -30,6 +30,8 @@ pub const HOLD_MS_MAX: u64 = 60_000;
 const RATE_LIMIT_RETRY_AFTER_S: u64 = 1;
 /// Requests under this prefix are the card channel's, and the behaviour applies to them.
 const CARD_PATH_PREFIX: &str = "/card/";
+/// The cardholder's 3-D Secure page, `/challenge/{charge_id}` (unsigned).
+pub const CHALLENGE_PATH_PREFIX: &str = "/challenge/";
 
 /// An error answer: `{"error":{"code","message"}}` with its status. The message never quotes
 /// the request.
@@ -125,6 +127,13 @@ pub(crate) async fn handle(
             StatusCode::OK,
             Bytes::from_static(br#"{"status":"ok"}"#),
         ));
+    }
+    if method == Method::GET
+        && let Some(charge_id) = path.strip_prefix(CHALLENGE_PATH_PREFIX)
+    {
+        let passed = request.uri().query() != Some("result=fail");
+        let answer = card_api::challenge(&state, charge_id, passed).await;
+        return Ok(finish(&method, &path, answer));
     }
     if !path.starts_with(CARD_PATH_PREFIX) {
         // The sandbox's own endpoints: never chaotic, never delayed, never counted.

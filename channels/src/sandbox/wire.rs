@@ -75,6 +75,7 @@ impl From<ChargeRecord> for ChargeView {
             ChargeStatus::Succeeded => "succeeded",
             ChargeStatus::Authorized => "authorized",
             ChargeStatus::Declined => "declined",
+            ChargeStatus::RequiresAction => "requires_action",
         };
         let decline_message = record.decline_code.as_deref().map(decline_message);
         Self {
@@ -100,6 +101,7 @@ impl From<ChargeRecord> for ChargeView {
 fn decline_message(code: &str) -> &'static str {
     match code {
         "insufficient_funds" => "The card has insufficient funds.",
+        "authentication_failed" => "The cardholder did not pass 3-D Secure authentication.",
         _ => "The card was declined.",
     }
 }

@@ -36,7 +36,8 @@ pub async fn receive(
         .get("sandbox-signature")
         .and_then(|v| v.to_str().ok());
     let secret = app.settings.sandbox.api_secret.as_bytes();
-    let report = match callback::decode(secret, signature, path, body, now_s()) {
+    let base_url = app.card_adapter.base_url();
+    let report = match callback::decode(base_url, secret, signature, path, body, now_s()) {
         Ok(report) => report,
         Err(CallbackError::Signature(e)) => {
             tracing::warn!(channel, error = %e, "rejected a channel callback: bad signature");

@@ -6,7 +6,7 @@ use kassa_actors::money::{Currency, Money};
 use kassa_actors::payment::{
     CaptureMode, CardSummary, Method, NewPayment, Payment, PaymentStatus, PendingOp,
 };
-use kassa_actors::payment_order::{Cancel, Capture, Create, Get};
+use kassa_actors::payment_order::{Cancel, Capture, Confirm, Create, Get};
 use kassa_actors::views::payment_json;
 use kassa_channels::card::CardData;
 use kassa_channels::error::{CardDataError, ChannelError};
@@ -362,14 +362,7 @@ pub async fn capture(app: &App, merchant: &Merchant, id: &str, body: &[u8]) -> A
 
 pub async fn cancel(app: &App, merchant: &Merchant, id: &str, body: &[u8]) -> Answer {
     current(app, merchant, id).await?;
-    let wait_ms = match Fields::parse(body, true)? {
-        None => None,
-        Some(mut f) => {
-            let wait_ms = f.unsigned("wait_ms")?;
-            f.finish()?;
-            wait_ms
-        }
-    };
+    let wait_ms = optional_wait_ms(body)?;
     let wait_ms = app.wait_ms(wait_ms)?;
     let reply = app
         .ask(
@@ -382,6 +375,42 @@ pub async fn cancel(app: &App, merchant: &Merchant, id: &str, body: &[u8]) -> An
         .await?;
     let payment = app.settle(reply, wait_ms).await;
     payment_answer(&payment, settled_ops(&payment), StatusCode::OK)
+}
+
+/// `POST /v1/payments/{id}/confirm`: the customer finished the 3-D Secure step; Kassa asks
+/// the channel for the outcome and answers with it (202 if it is not known within `wait_ms`).
+pub async fn confirm(app: &App, merchant: &Merchant, id: &str, body: &[u8]) -> Answer {
+    current(app, merchant, id).await?;
+    let wait_ms = optional_wait_ms(body)?;
+    let wait_ms = app.wait_ms(wait_ms)?;
+    let confirm = Confirm {
+        merchant_id: merchant.id.clone(),
+        settle: true,
+    };
+    let reply = app.ask(id, confirm).await?;
+    // 200 once the channel has answered (whatever it said), 202 if it has not within wait_ms.
+    let (payment, done) = match reply.settled {
+        None => (reply.payment, true),
+        Some(answered) => {
+            match tokio::time::timeout(std::time::Duration::from_millis(wait_ms), answered).await {
+                Ok(Ok(payment)) => (payment, true),
+                Ok(Err(_)) | Err(_) => (reply.payment, false),
+            }
+        }
+    };
+    payment_answer(&payment, done, StatusCode::OK)
+}
+
+/// An empty body, or `{"wait_ms": N}`.
+fn optional_wait_ms(body: &[u8]) -> Result<Option<u64>, ApiError> {
+    match Fields::parse(body, true)? {
+        None => Ok(None),
+        Some(mut f) => {
+            let wait_ms = f.unsigned("wait_ms")?;
+            f.finish()?;
+            Ok(wait_ms)
+        }
+    }
 }
 
 #[cfg(test)]

@@ -7,8 +7,6 @@ use kassa_channels::card::signature;
 use kassa_client::HttpClient;
 use serde_json::{Value, json};
 
-/// The sandbox's default shared secret (`sandbox.api_secret`).
-const SANDBOX_SECRET: &str = "sandbox-dev-secret";
 const PATH: &str = "/callbacks/card";
 
 fn report(payment_id: &str, status: &str) -> Vec<u8> {

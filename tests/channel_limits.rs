@@ -7,31 +7,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use harness::*;
-use kassa_channels::card::signature;
-use kassa_client::HttpClient;
 use serde_json::{Value, json};
-
-const SANDBOX_SECRET: &str = "sandbox-dev-secret";
-
-async fn sandbox(kassa: &Kassa, method: &str, path: &str, body: Option<Value>) -> Value {
-    let body = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
-    let header = signature::header_value(
-        SANDBOX_SECRET.as_bytes(),
-        signature::now_unix_s(),
-        method,
-        path,
-        &body,
-    );
-    let headers = [
-        ("Sandbox-Signature".to_owned(), header),
-        ("Content-Type".to_owned(), "application/json".to_owned()),
-    ];
-    let response = HttpClient::new(&kassa.sandbox_url())
-        .send(method, path, &headers, body)
-        .await
-        .expect("sandbox");
-    expect_status(&response, 200, path)
-}
 
 async fn card_channel(kassa: &Kassa) -> Value {
     let response = kassa
@@ -88,7 +64,7 @@ async fn a_burst_above_the_channel_limit_is_refused_up_front_and_never_exceeds_i
     // Refused requests created nothing.
     assert_eq!(list_all_payments(&merchant).await.len(), created);
     // At the sandbox: never more than the limit (plus its burst) in any second.
-    let stats = sandbox(&kassa, "GET", "/sandbox/stats", None).await;
+    let stats = sandbox_call(&kassa, "GET", "/sandbox/stats", None).await;
     for second in stats["requests_by_second"].as_array().unwrap() {
         let n = second[1].as_u64().unwrap();
         assert!(
@@ -115,7 +91,7 @@ async fn a_failing_channel_opens_the_breaker_calls_fail_fast_and_it_closes_after
     )
     .await;
     let merchant = kassa.new_merchant("Outage Ltd").await;
-    sandbox(
+    sandbox_call(
         &kassa,
         "PUT",
         "/sandbox/behaviour",
@@ -150,7 +126,7 @@ async fn a_failing_channel_opens_the_breaker_calls_fail_fast_and_it_closes_after
         "{channel}"
     );
     // While open, calls fail fast and nothing reaches the channel.
-    let before = sandbox(&kassa, "GET", "/sandbox/stats", None).await["requests_total"]
+    let before = sandbox_call(&kassa, "GET", "/sandbox/stats", None).await["requests_total"]
         .as_u64()
         .unwrap();
     let fast = Instant::now();
@@ -160,7 +136,7 @@ async fn a_failing_channel_opens_the_breaker_calls_fail_fast_and_it_closes_after
             break; // the open period ended during the loop: fine, it is checked below
         }
     }
-    let after = sandbox(&kassa, "GET", "/sandbox/stats", None).await["requests_total"]
+    let after = sandbox_call(&kassa, "GET", "/sandbox/stats", None).await["requests_total"]
         .as_u64()
         .unwrap();
     eprintln!(
@@ -170,7 +146,7 @@ async fn a_failing_channel_opens_the_breaker_calls_fail_fast_and_it_closes_after
     );
 
     // The channel recovers: after the open period, probes succeed and the breaker closes.
-    sandbox(
+    sandbox_call(
         &kassa,
         "PUT",
         "/sandbox/behaviour",

@@ -8,35 +8,11 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use harness::*;
-use kassa_channels::card::signature;
-use kassa_client::HttpClient;
 use serde_json::Value;
 
 const PAYMENTS: usize = 2_000;
 const CONCURRENCY: usize = 32;
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(180);
-const SANDBOX_SECRET: &str = "sandbox-dev-secret";
-
-async fn sandbox_get(kassa: &Kassa, path: &str) -> Value {
-    let client = HttpClient::new(&kassa.sandbox_url());
-    let header = signature::header_value(
-        SANDBOX_SECRET.as_bytes(),
-        signature::now_unix_s(),
-        "GET",
-        path,
-        b"",
-    );
-    let response = client
-        .send(
-            "GET",
-            path,
-            &[("Sandbox-Signature".to_owned(), header)],
-            Vec::new(),
-        )
-        .await
-        .expect("sandbox");
-    expect_status(&response, 200, path)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_order_ends_as_the_sandbox_ledger_says_under_chaos() {
@@ -117,7 +93,7 @@ async fn every_order_ends_as_the_sandbox_ledger_says_under_chaos() {
     eprintln!("all settled after {:?}", started.elapsed());
 
     // The ledger is the truth: each order's final state is what the channel did.
-    let ledger = sandbox_get(&kassa, "/sandbox/ledger").await;
+    let ledger = sandbox_call(&kassa, "GET", "/sandbox/ledger", None).await;
     let mut charges: HashMap<String, Value> = HashMap::new();
     for charge in ledger["charges"].as_array().expect("charges") {
         let key = charge["idempotency_key"]
@@ -166,7 +142,7 @@ async fn every_order_ends_as_the_sandbox_ledger_says_under_chaos() {
         charges.keys().all(|key| finals.contains_key(key)),
         "a charge Kassa does not know"
     );
-    let stats = sandbox_get(&kassa, "/sandbox/stats").await;
+    let stats = sandbox_call(&kassa, "GET", "/sandbox/stats", None).await;
     eprintln!(
         "succeeded {succeeded}, declined {declined}, never charged {never}, refused {refused}; sandbox {stats}"
     );

@@ -5,29 +5,10 @@
 use std::time::Duration;
 
 use harness::*;
-use kassa_channels::card::signature;
-use kassa_client::HttpClient;
 use serde_json::Value;
 
-/// The sandbox's default shared secret (`sandbox.api_secret`).
-const SANDBOX_SECRET: &str = "sandbox-dev-secret";
-
 async fn sandbox_charges_under(kassa: &Kassa, key: &str) -> Vec<Value> {
-    let client = HttpClient::new(&kassa.sandbox_url());
-    let path = "/sandbox/ledger";
-    let header = signature::header_value(
-        SANDBOX_SECRET.as_bytes(),
-        signature::now_unix_s(),
-        "GET",
-        path,
-        b"",
-    );
-    let headers = [("Sandbox-Signature".to_owned(), header)];
-    let response = client
-        .send("GET", path, &headers, Vec::new())
-        .await
-        .expect("sandbox ledger");
-    let ledger = expect_status(&response, 200, "GET /sandbox/ledger");
+    let ledger = sandbox_call(kassa, "GET", "/sandbox/ledger", None).await;
     let charges = ledger["charges"].as_array().cloned().unwrap_or_default();
     charges
         .into_iter()

@@ -434,3 +434,33 @@ pub async fn wait_until_settled(
     })
     .await
 }
+
+/// The in-process sandbox's default shared secret (`sandbox.api_secret`).
+pub const SANDBOX_SECRET: &str = "sandbox-dev-secret";
+
+/// A signed call to the run's sandbox provider (its ledger, stats and behaviour), expecting 200.
+pub async fn sandbox_call(
+    kassa: &crate::Kassa,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> Value {
+    use kassa_channels::card::signature;
+    let body = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+    let header = signature::header_value(
+        SANDBOX_SECRET.as_bytes(),
+        signature::now_unix_s(),
+        method,
+        path,
+        &body,
+    );
+    let headers = [
+        ("Sandbox-Signature".to_owned(), header),
+        ("Content-Type".to_owned(), "application/json".to_owned()),
+    ];
+    let response = kassa_client::HttpClient::new(&kassa.sandbox_url())
+        .send(method, path, &headers, body)
+        .await
+        .unwrap_or_else(|error| panic!("sandbox {method} {path}: {error}"));
+    expect_status(&response, 200, path)
+}

@@ -316,7 +316,7 @@ impl ChannelAdapter {
         let request = &request;
         let mut first = Some(first);
         let mut attempt: u32 = 0;
-        (|| {
+        let attempts = (|| {
             attempt += 1;
             let number = attempt;
             let admitted = first.take();
@@ -347,9 +347,13 @@ impl ChannelAdapter {
                 delay_ms = delay.as_millis() as u64,
                 "channel call failed, retrying with the same idempotency key"
             );
-        })
-        .await
-        .map_err(AttemptError::into_error)
+        });
+        // One deadline for the whole command; dropping the attempts gives back their permits.
+        let deadline = Duration::from_millis(config.command_deadline_ms);
+        match tokio::time::timeout(deadline, attempts).await {
+            Ok(result) => result.map_err(AttemptError::into_error),
+            Err(_elapsed) => Err(ChannelError::Timeout),
+        }
     }
 
     /// The breaker's admission for a call's first attempt.

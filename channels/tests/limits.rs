@@ -20,6 +20,38 @@ fn config(rate_per_s: u32, burst: u32, rate_wait_ms_max: u64) -> AdapterConfig {
     }
 }
 
+#[tokio::test]
+async fn a_whole_command_is_bounded_by_its_deadline_not_attempts_times_timeout() {
+    let server = ScriptedServer::start(Mode::Hang).await;
+    let config = AdapterConfig {
+        request_timeout_ms: 200,
+        command_deadline_ms: 500,
+        retry_attempts_max: 10,
+        backoff_ms_min: 10,
+        backoff_ms_max: 20,
+        ..AdapterConfig::default()
+    };
+    let channel = CardChannel::new(adapter(&server, config));
+    let started = Instant::now();
+    let error = channel
+        .charge(&charge_request("deadline"))
+        .await
+        .expect_err("the provider never answers");
+    let elapsed = started.elapsed();
+    assert!(matches!(error, ChannelError::Timeout), "{error:?}");
+    assert!(error.outcome_unknown(), "an attempt was in flight");
+    // Ten attempts of 200 ms would take over 2 s; the command stops at its 500 ms deadline.
+    assert!(
+        elapsed >= Duration::from_millis(480) && elapsed < Duration::from_millis(900),
+        "{elapsed:?}"
+    );
+    assert!(
+        server.hit_count() <= 3,
+        "{} attempts within 500 ms",
+        server.hit_count()
+    );
+}
+
 fn adapter(server: &ScriptedServer, config: AdapterConfig) -> ChannelAdapter {
     ChannelAdapter::new(&server.base_url, "secret", config).expect("valid")
 }

@@ -290,6 +290,8 @@ pub struct CardChannelSettings {
     /// The acquirer's base URL; empty means the in-process sandbox.
     pub base_url: String,
     pub request_timeout_ms: u64,
+    /// Every attempt, wait and backoff of one channel command together.
+    pub command_deadline_ms: u64,
     pub retry_attempts_max: u32,
     pub backoff_ms_min: u64,
     pub backoff_ms_max: u64,
@@ -316,6 +318,7 @@ impl Default for CardChannelSettings {
         Self {
             base_url: String::new(),
             request_timeout_ms: 3_000,
+            command_deadline_ms: 10_000,
             retry_attempts_max: 3,
             backoff_ms_min: 50,
             backoff_ms_max: 1_000,

@@ -100,6 +100,12 @@ pub(crate) fn check(s: &Settings) -> Result<(), ConfigError> {
     }
     let card = &s.channels.card;
     positive("channels.card.request_timeout_ms", card.request_timeout_ms)?;
+    if card.command_deadline_ms < card.request_timeout_ms {
+        return Err(invalid(
+            "channels.card.command_deadline_ms",
+            "must be at least channels.card.request_timeout_ms",
+        ));
+    }
     positive(
         "channels.card.retry_attempts_max",
         u64::from(card.retry_attempts_max),

@@ -173,6 +173,7 @@ async fn start(settings: Settings, listener: Arc<TcpListener>) -> anyhow::Result
         settings.sandbox.api_secret.clone(),
         AdapterConfig {
             request_timeout_ms: card.request_timeout_ms,
+            command_deadline_ms: card.command_deadline_ms,
             retry_attempts_max: card.retry_attempts_max,
             backoff_ms_min: card.backoff_ms_min,
             backoff_ms_max: card.backoff_ms_max,

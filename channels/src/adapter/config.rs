@@ -27,6 +27,9 @@ pub const RATE_WAIT_MS_LIMIT: u64 = 60_000;
 pub struct AdapterConfig {
     /// The deadline of one attempt, from connecting to the last byte of the answer.
     pub request_timeout_ms: u64,
+    /// The deadline of a whole command: every attempt, wait and backoff together. Past it the
+    /// call ends as a `Timeout` (an attempt may have been in flight: the outcome is unknown).
+    pub command_deadline_ms: u64,
     /// Attempts in all (the first one included), 1–[`RETRY_ATTEMPTS_LIMIT`].
     pub retry_attempts_max: u32,
     /// The delay before the first retry, before jitter.
@@ -64,6 +67,7 @@ impl Default for AdapterConfig {
     fn default() -> Self {
         Self {
             request_timeout_ms: 3_000,
+            command_deadline_ms: 10_000,
             retry_attempts_max: 3,
             backoff_ms_min: 50,
             backoff_ms_max: 1_000,
@@ -88,6 +92,9 @@ impl AdapterConfig {
         let invalid = |name, reason| Err(AdapterConfigError::InvalidBound { name, reason });
         if self.request_timeout_ms == 0 {
             return invalid("request_timeout_ms", "must be at least 1");
+        }
+        if self.command_deadline_ms < self.request_timeout_ms {
+            return invalid("command_deadline_ms", "must be at least request_timeout_ms");
         }
         if !(1..=RETRY_ATTEMPTS_LIMIT).contains(&self.retry_attempts_max) {
             return invalid("retry_attempts_max", "must be between 1 and 20");

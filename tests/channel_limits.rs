@@ -1,7 +1,8 @@
 //! The card channel's rate limit and circuit breaker, seen from a merchant and at the sandbox:
 //! past the limit (or while the breaker is open) a new payment is refused up front with 429 /
 //! 503 and `Retry-After`, creating nothing; the sandbox never sees more than the limit; a
-//! failing channel opens the breaker, calls then fail fast, and it closes after recovery.
+//! failing channel opens the breaker, calls then fail fast (no thread or memory held per
+//! call), other channels keep working, and it closes after recovery.
 
 use std::time::{Duration, Instant};
 
@@ -9,13 +10,24 @@ use futures::StreamExt;
 use harness::*;
 use serde_json::{Value, json};
 
-async fn card_channel(kassa: &Kassa) -> Value {
+async fn channel_named(kassa: &Kassa, name: &str) -> Value {
     let response = kassa
         .admin()
         .send("GET", "/admin/channels", None)
         .await
         .expect("channels");
-    expect_status(&response, 200, "/admin/channels")["data"][0].clone()
+    let channels = expect_status(&response, 200, "/admin/channels");
+    channels["data"]
+        .as_array()
+        .expect("channels")
+        .iter()
+        .find(|c| c["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {name} channel in {channels}"))
+}
+
+async fn card_channel(kassa: &Kassa) -> Value {
+    channel_named(kassa, "card").await
 }
 
 fn assert_refused(response: &kassa_client::Response, status: u16, code: &str) {
@@ -129,13 +141,38 @@ async fn a_failing_channel_opens_the_breaker_calls_fail_fast_and_it_closes_after
     let before = sandbox_call(&kassa, "GET", "/sandbox/stats", None).await["requests_total"]
         .as_u64()
         .unwrap();
+    let (threads_before, rss_before) = process_figures(&kassa);
     let fast = Instant::now();
-    for _ in 0..20 {
+    let mut refusals = 0;
+    for _ in 0..200 {
         let response = post_payment(&merchant, &usd_charge(CARD_SUCCEEDS), None).await;
         if response.status != 503 {
             break; // the open period ended during the loop: fine, it is checked below
         }
+        refusals += 1;
     }
+    let (threads_after, rss_after) = process_figures(&kassa);
+    eprintln!(
+        "{refusals} refusals: threads {threads_before} -> {threads_after}, rss {rss_before} -> {rss_after} KiB"
+    );
+    // Failing fast holds nothing: no thread per refused call, no memory kept per call.
+    assert!(
+        threads_after <= threads_before + 2,
+        "threads grew: {threads_before} -> {threads_after}"
+    );
+    assert!(
+        rss_after <= rss_before + 16 * 1024,
+        "memory grew: {rss_before} -> {rss_after} KiB"
+    );
+
+    // Other channels are unaffected: a QR payment goes through while the card breaker is open.
+    let qr = json!({"amount": "10.00", "currency": "USD", "method": "qr_wallet",
+        "merchant_order_id": unique("qr")});
+    let response = post_payment(&merchant, &qr, None).await;
+    let qr = expect_status(&response, 201, "QR payment during the card outage");
+    assert_eq!(qr["status"], "requires_action", "{qr}");
+    let qr_channel = channel_named(&kassa, "qr_wallet").await;
+    assert_eq!(qr_channel["breaker"]["state"], "closed", "{qr_channel}");
     let after = sandbox_call(&kassa, "GET", "/sandbox/stats", None).await["requests_total"]
         .as_u64()
         .unwrap();
@@ -177,4 +214,20 @@ async fn a_failing_channel_opens_the_breaker_calls_fail_fast_and_it_closes_after
         assert_eq!(settled["status"], "failed", "{settled}");
         assert_eq!(settled["failure_code"], "processing_error", "{settled}");
     }
+}
+
+/// The Kassa process's thread count and resident memory (KiB), from /proc.
+fn process_figures(kassa: &Kassa) -> (usize, u64) {
+    let pid = kassa.pid().expect("kassa is running");
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|entries| entries.count())
+        .unwrap_or(0);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .unwrap_or(0);
+    (threads, rss)
 }

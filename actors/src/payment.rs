@@ -9,10 +9,16 @@
 //! ```text
 //!                 ┌──────────── Failed (declined, never charged)
 //!  Processing ────┼──────────── Succeeded ── refunds (amount_refunded ≤ amount_captured)
-//!      │          └── Authorized ─┬─ capture ─▶ Succeeded
-//!      ▼                          └─ cancel ──▶ Canceled
-//!  RequiresAction (3-D Secure; reached by a later channel issue)
+//!      │   │      └── Authorized ─┬─ capture (preauth_complete) ─▶ Succeeded
+//!      │   │            ▲         └─ cancel (preauth_cancel) ────▶ Canceled
+//!      │   │            └──── complete_revert ◀── Succeeded (nothing refunded)
+//!      │   └── reversal (outcome unknown, authorised, or captured with nothing refunded) ─▶ Canceled
+//!      ▼
+//!  RequiresAction (3-D Secure challenge, QR code or app to pay) ─▶ Succeeded | Failed | Canceled
 //! ```
+//!
+//! An asynchronous channel (a bank transfer) may answer "submitted": the order stays
+//! `Processing` with the provider's reference until the channel reports the outcome.
 //!
 //! Operations that call a channel are journaled as an intent first
 //! (`CaptureRequested`, `CancelRequested`, `RefundRequested`) and as an outcome
@@ -52,12 +58,16 @@ impl PaymentStatus {
     }
 
     /// No transition leaves a terminal status (refunds change amounts, not status).
+    ///
+    /// `Succeeded` is final for every purpose but two card pre-authorisation commands: a
+    /// `complete_revert` returns it to `Authorized`, a `reversal` cancels it (see `can_become`).
     pub fn is_terminal(self) -> bool {
         match self {
-            PaymentStatus::Succeeded | PaymentStatus::Failed | PaymentStatus::Canceled => true,
+            PaymentStatus::Failed | PaymentStatus::Canceled => true,
             PaymentStatus::Processing
             | PaymentStatus::RequiresAction
-            | PaymentStatus::Authorized => false,
+            | PaymentStatus::Authorized
+            | PaymentStatus::Succeeded => false,
         }
     }
 
@@ -65,13 +75,19 @@ impl PaymentStatus {
     pub fn can_become(self, next: PaymentStatus) -> bool {
         use PaymentStatus::*;
         match self {
-            Processing => matches!(next, RequiresAction | Authorized | Succeeded | Failed),
+            // Canceled: a reversal of a charge whose outcome was unknown.
+            Processing => matches!(
+                next,
+                RequiresAction | Authorized | Succeeded | Failed | Canceled
+            ),
             RequiresAction => matches!(
                 next,
                 Processing | Authorized | Succeeded | Failed | Canceled
             ),
             Authorized => matches!(next, Succeeded | Canceled),
-            Succeeded | Failed | Canceled => false,
+            // Authorized: complete_revert; Canceled: reversal.
+            Succeeded => matches!(next, Authorized | Canceled),
+            Failed | Canceled => false,
         }
     }
 }
@@ -101,18 +117,60 @@ pub enum CaptureMode {
     Manual,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Method {
     Card,
+    /// A QR code or payment link paid in the customer's wallet app (Alipay-style).
+    QrWallet,
+    /// Paid in the customer's wallet app from an in-app prompt (WeChat Pay-style).
+    AppWallet,
+    /// A B2B bank transfer: accepted at once, settled (or rejected) hours later.
+    BankTransfer,
+    /// The customer's stored-value wallet held by Kassa itself.
+    Wallet,
 }
 
 impl Method {
+    pub const ALL: [Method; 5] = [
+        Method::Card,
+        Method::QrWallet,
+        Method::AppWallet,
+        Method::BankTransfer,
+        Method::Wallet,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Method::Card => "card",
+            Method::QrWallet => "qr_wallet",
+            Method::AppWallet => "app_wallet",
+            Method::BankTransfer => "bank_transfer",
+            Method::Wallet => "wallet",
         }
     }
+
+    pub fn parse(name: &str) -> Option<Method> {
+        Method::ALL.into_iter().find(|m| m.as_str() == name)
+    }
+
+    /// Only a card can be authorised now and captured later (the pre-authorisation family).
+    pub fn supports_manual_capture(self) -> bool {
+        self == Method::Card
+    }
+
+    /// Whether the customer pays on the provider's side after the order is created (the
+    /// order `requires_action` meanwhile, and the provider is asked about it on a schedule).
+    pub fn customer_pays_later(self) -> bool {
+        matches!(self, Method::QrWallet | Method::AppWallet)
+    }
+}
+
+/// What Kassa keeps of a payer's bank account: the last four characters and the holder.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BankAccountSummary {
+    pub last4: String,
+    pub holder_name: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,7 +215,14 @@ pub struct NewPayment {
     pub amount: Money,
     pub method: Method,
     pub capture: CaptureMode,
-    pub card: CardSummary,
+    /// The card, for `method: card` (always present in journals written before other methods).
+    #[serde(default)]
+    pub card: Option<CardSummary>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bank_account: Option<BankAccountSummary>,
+    /// The stored-value wallet debited, for `method: wallet`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wallet_id: Option<String>,
     pub description: Option<String>,
     pub metadata: BTreeMap<String, String>,
     /// Hash of the request that created it: the same id asked for by a different request is refused.
@@ -192,8 +257,14 @@ pub struct Refund {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "op")]
 pub enum PendingOp {
-    Capture { amount: Money },
+    Capture {
+        amount: Money,
+    },
     Cancel,
+    /// `complete_revert`: undo a pre-authorisation's completion.
+    Uncapture,
+    /// `reversal`: undo the whole transaction at the channel.
+    Reverse,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -204,11 +275,15 @@ pub struct Payment {
     pub amount: Money,
     pub method: Method,
     pub capture: CaptureMode,
-    pub card: CardSummary,
+    pub card: Option<CardSummary>,
+    pub bank_account: Option<BankAccountSummary>,
+    pub wallet_id: Option<String>,
     pub description: Option<String>,
     pub metadata: BTreeMap<String, String>,
     pub fingerprint: String,
     pub status: PaymentStatus,
+    /// Canceled by a reversal (after an authorisation or a capture, or with the outcome unknown).
+    pub reversed: bool,
     pub amount_authorized: Money,
     pub amount_captured: Money,
     /// Sum of succeeded refunds.
@@ -218,6 +293,9 @@ pub struct Payment {
     pub next_action_url: Option<String>,
     pub failure: Option<Failure>,
     pub pending: Option<PendingOp>,
+    /// Captures and completion reverts requested so far: each one's channel key is its own.
+    pub capture_requests: u32,
+    pub uncapture_requests: u32,
     pub refunds: Vec<Refund>,
     pub created_ms: i64,
     pub updated_ms: i64,
@@ -248,13 +326,37 @@ impl Payment {
             .unwrap_or_else(|_| Money::zero(self.currency()))
     }
 
+    /// The channel's idempotency key for the capture in flight (or the last one). The first
+    /// keeps the key journals written before completion reverts existed used.
+    pub fn capture_key(&self) -> String {
+        match self.capture_requests {
+            0 | 1 => format!("{}.capture", self.id),
+            n => format!("{}.capture.{n}", self.id),
+        }
+    }
+
+    pub fn uncapture_key(&self) -> String {
+        format!("{}.uncapture.{}", self.id, self.uncapture_requests)
+    }
+
+    pub fn cancel_key(&self) -> String {
+        format!("{}.cancel", self.id)
+    }
+
+    pub fn reverse_key(&self) -> String {
+        format!("{}.reverse", self.id)
+    }
+
     pub fn refund(&self, id: &str) -> Option<&Refund> {
         self.refunds.iter().find(|r| r.id == id)
     }
 
-    /// Work whose outcome is owed by a channel: the charge itself, a capture or cancel, refunds.
+    /// Work whose outcome is owed by a channel: the charge itself, a capture or cancel, refunds,
+    /// and a payment waiting for its customer (3-D Secure, a QR code): asked about on a
+    /// schedule, so a lost callback never leaves it waiting.
     pub fn awaits_channel(&self) -> bool {
         self.status == PaymentStatus::Processing
+            || self.status == PaymentStatus::RequiresAction
             || self.pending.is_some()
             || self
                 .refunds
@@ -280,11 +382,15 @@ pub enum ChargeOutcome {
     Declined(Failure),
     /// The channel confirms it never took the charge (and never will: the key is blocked).
     NeverCharged,
+    /// Accepted for processing; the outcome follows (a bank transfer).
+    Submitted {
+        provider_ref: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
-    Create(NewPayment),
+    Create(Box<NewPayment>),
     ChargeOutcome(ChargeOutcome),
     Capture {
         amount: Option<Money>,
@@ -297,6 +403,12 @@ pub enum Command {
         refund_id: String,
         result: Result<String, Failure>,
     },
+    /// `complete_revert`.
+    Uncapture,
+    UncaptureOutcome(Result<(), Failure>),
+    /// `reversal`.
+    Reverse,
+    ReverseOutcome(Result<(), Failure>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -345,6 +457,22 @@ pub enum Event {
         refund_id: String,
         failure: Failure,
     },
+    /// The channel accepted the payment; its outcome comes later.
+    Submitted {
+        provider_ref: String,
+    },
+    UncaptureRequested,
+    /// The completion is undone: back to `authorized`, nothing captured.
+    Uncaptured,
+    UncaptureFailed {
+        failure: Failure,
+    },
+    ReversalRequested,
+    /// The whole transaction is undone at the channel: `canceled`, nothing captured.
+    Reversed,
+    ReversalFailed {
+        failure: Failure,
+    },
 }
 
 impl Event {
@@ -363,6 +491,13 @@ impl Event {
             Event::RefundRequested { .. } => "refund_requested",
             Event::RefundSucceeded { .. } => "refund_succeeded",
             Event::RefundFailed { .. } => "refund_failed",
+            Event::Submitted { .. } => "submitted",
+            Event::UncaptureRequested => "uncapture_requested",
+            Event::Uncaptured => "uncaptured",
+            Event::UncaptureFailed { .. } => "uncapture_failed",
+            Event::ReversalRequested => "reversal_requested",
+            Event::Reversed => "reversed",
+            Event::ReversalFailed { .. } => "reversal_failed",
         }
     }
 }
@@ -391,6 +526,10 @@ pub enum Rejection {
     CurrencyMismatch { expected: Currency },
     #[error("a payment may have at most {REFUNDS_PER_PAYMENT_MAX} refunds")]
     TooManyRefunds,
+    #[error("{action} applies only to card pre-authorisations (capture: manual)")]
+    NotPreauth { action: &'static str },
+    #[error("cannot {action} a payment that has refunds")]
+    HasRefunds { action: &'static str },
 }
 
 /// A journal that cannot be replayed: an event that does not fit the state it follows.
@@ -404,7 +543,7 @@ pub fn decide(state: Option<&Payment>, command: &Command) -> Result<Vec<Event>, 
     let Some(p) = state else {
         return match command {
             Command::Create(new) => Ok(vec![Event::Created {
-                payment: Box::new(new.clone()),
+                payment: new.clone(),
             }]),
             _ => Err(Rejection::NotFound),
         };
@@ -427,7 +566,7 @@ pub fn decide(state: Option<&Payment>, command: &Command) -> Result<Vec<Event>, 
                     failure: failure.clone(),
                 }]
             }
-            (Some(PendingOp::Cancel) | None, _) => vec![],
+            _ => vec![],
         }),
         Command::Cancel => decide_cancel(p),
         Command::CancelOutcome(result) => Ok(match (&p.pending, result) {
@@ -437,7 +576,23 @@ pub fn decide(state: Option<&Payment>, command: &Command) -> Result<Vec<Event>, 
                     failure: failure.clone(),
                 }]
             }
-            (Some(PendingOp::Capture { .. }) | None, _) => vec![],
+            _ => vec![],
+        }),
+        Command::Uncapture => decide_uncapture(p),
+        Command::UncaptureOutcome(result) => Ok(match (&p.pending, result) {
+            (Some(PendingOp::Uncapture), Ok(())) => vec![Event::Uncaptured],
+            (Some(PendingOp::Uncapture), Err(failure)) => vec![Event::UncaptureFailed {
+                failure: failure.clone(),
+            }],
+            _ => vec![],
+        }),
+        Command::Reverse => decide_reverse(p),
+        Command::ReverseOutcome(result) => Ok(match (&p.pending, result) {
+            (Some(PendingOp::Reverse), Ok(())) => vec![Event::Reversed],
+            (Some(PendingOp::Reverse), Err(failure)) => vec![Event::ReversalFailed {
+                failure: failure.clone(),
+            }],
+            _ => vec![],
         }),
         Command::Refund(new) => decide_refund(p, new),
         Command::RefundOutcome { refund_id, result } => {
@@ -490,9 +645,18 @@ fn decide_charge_outcome(p: &Payment, outcome: &ChargeOutcome) -> Vec<Event> {
         ChargeOutcome::NeverCharged => vec![Event::Failed {
             failure: Failure::new(
                 "processing_error",
-                "the charge did not reach the payment channel; the card was not charged",
+                "the payment did not reach the payment channel; nothing was charged",
             ),
         }],
+        ChargeOutcome::Submitted { provider_ref } => {
+            if p.status == PaymentStatus::Processing && p.provider_ref.is_none() {
+                vec![Event::Submitted {
+                    provider_ref: provider_ref.clone(),
+                }]
+            } else {
+                vec![]
+            }
+        }
     }
 }
 
@@ -531,19 +695,28 @@ fn pending_name(op: &PendingOp) -> &'static str {
     match op {
         PendingOp::Capture { .. } => "capture",
         PendingOp::Cancel => "cancel",
+        PendingOp::Uncapture => "complete_revert",
+        PendingOp::Reverse => "reversal",
+    }
+}
+
+fn nothing_pending(p: &Payment) -> Result<(), Rejection> {
+    match &p.pending {
+        Some(op) => Err(Rejection::InProgress {
+            action: pending_name(op),
+        }),
+        None => Ok(()),
     }
 }
 
 fn decide_cancel(p: &Payment) -> Result<Vec<Event>, Rejection> {
     match p.status {
-        PaymentStatus::Authorized => match &p.pending {
-            Some(op) => Err(Rejection::InProgress {
-                action: pending_name(op),
-            }),
-            None => Ok(vec![Event::CancelRequested]),
-        },
-        // No money is held by the channel yet: nothing to void.
-        PaymentStatus::RequiresAction => Ok(vec![Event::Canceled]),
+        // An authorisation is voided; a payment waiting for its customer (3-D Secure, a QR
+        // code) is closed at the channel first, so a late payment cannot slip through.
+        PaymentStatus::Authorized | PaymentStatus::RequiresAction => {
+            nothing_pending(p)?;
+            Ok(vec![Event::CancelRequested])
+        }
         PaymentStatus::Processing
         | PaymentStatus::Succeeded
         | PaymentStatus::Failed
@@ -552,6 +725,54 @@ fn decide_cancel(p: &Payment) -> Result<Vec<Event>, Rejection> {
             action: "cancel",
         }),
     }
+}
+
+/// Nothing refunded and nothing on its way back: what an undo of the whole capture needs.
+fn untouched_by_refunds(p: &Payment) -> bool {
+    p.amount_refunded.is_zero() && p.amount_refund_pending().is_zero()
+}
+
+/// `complete_revert`: a completed pre-authorisation goes back to `authorized`.
+fn decide_uncapture(p: &Payment) -> Result<Vec<Event>, Rejection> {
+    let action = "complete_revert";
+    if !(p.method.supports_manual_capture() && p.capture == CaptureMode::Manual) {
+        return Err(Rejection::NotPreauth { action });
+    }
+    if p.status != PaymentStatus::Succeeded {
+        return Err(Rejection::UnexpectedState {
+            status: p.status,
+            action,
+        });
+    }
+    nothing_pending(p)?;
+    if !untouched_by_refunds(p) {
+        return Err(Rejection::HasRefunds { action });
+    }
+    Ok(vec![Event::UncaptureRequested])
+}
+
+/// `reversal`: the whole card transaction is undone, whatever stage it reached — including a
+/// charge whose outcome is still unknown.
+fn decide_reverse(p: &Payment) -> Result<Vec<Event>, Rejection> {
+    let action = "reverse";
+    if p.method != Method::Card {
+        return Err(Rejection::NotPreauth { action });
+    }
+    match p.status {
+        PaymentStatus::Processing | PaymentStatus::Authorized => {}
+        PaymentStatus::Succeeded if !untouched_by_refunds(p) => {
+            return Err(Rejection::HasRefunds { action });
+        }
+        PaymentStatus::Succeeded => {}
+        PaymentStatus::RequiresAction | PaymentStatus::Failed | PaymentStatus::Canceled => {
+            return Err(Rejection::UnexpectedState {
+                status: p.status,
+                action,
+            });
+        }
+    }
+    nothing_pending(p)?;
+    Ok(vec![Event::ReversalRequested])
 }
 
 fn decide_refund(p: &Payment, new: &NewRefund) -> Result<Vec<Event>, Rejection> {
@@ -566,6 +787,7 @@ fn decide_refund(p: &Payment, new: &NewRefund) -> Result<Vec<Event>, Rejection> 
             action: "refund",
         });
     }
+    nothing_pending(p)?;
     if p.refunds.len() >= REFUNDS_PER_PAYMENT_MAX {
         return Err(Rejection::TooManyRefunds);
     }
@@ -619,10 +841,15 @@ fn created(new: &NewPayment, at_ms: i64) -> Payment {
         method: new.method,
         capture: new.capture,
         card: new.card.clone(),
+        bank_account: new.bank_account.clone(),
+        wallet_id: new.wallet_id.clone(),
         description: new.description.clone(),
         metadata: new.metadata.clone(),
         fingerprint: new.fingerprint.clone(),
         status: PaymentStatus::Processing,
+        reversed: false,
+        capture_requests: 0,
+        uncapture_requests: 0,
         amount_authorized: zero,
         amount_captured: zero,
         amount_refunded: zero,
@@ -657,6 +884,16 @@ fn apply_to(p: &mut Payment, event: &Event, at_ms: i64) -> Result<(), Corrupt> {
     match event {
         Event::Created { .. } => return Err(Corrupt("created twice".into())),
         Event::Authorized { provider_ref } => {
+            // Only a charge's outcome authorises; a completion comes back only by `Uncaptured`.
+            if !matches!(
+                p.status,
+                PaymentStatus::Processing | PaymentStatus::RequiresAction
+            ) {
+                return Err(Corrupt(format!(
+                    "{} cannot become authorized by a charge outcome",
+                    p.status.as_str()
+                )));
+            }
             become_status(p, PaymentStatus::Authorized)?;
             p.amount_authorized = p.amount;
             p.provider_ref = Some(provider_ref.clone());
@@ -676,9 +913,20 @@ fn apply_to(p: &mut Payment, event: &Event, at_ms: i64) -> Result<(), Corrupt> {
         } => {
             match (p.status, &p.pending) {
                 (PaymentStatus::Authorized, Some(PendingOp::Capture { amount: asked }))
-                    if asked == amount => {}
-                (PaymentStatus::Processing | PaymentStatus::RequiresAction, None) => {
+                    if asked == amount =>
+                {
+                    p.pending = None;
+                }
+                // The charge's own outcome. A cancel sent meanwhile lost the race (the channel
+                // will refuse it); a reversal still goes ahead.
+                (
+                    PaymentStatus::Processing | PaymentStatus::RequiresAction,
+                    None | Some(PendingOp::Cancel | PendingOp::Reverse),
+                ) => {
                     p.amount_authorized = p.amount;
+                    if p.pending == Some(PendingOp::Cancel) {
+                        p.pending = None;
+                    }
                 }
                 _ => {
                     return Err(Corrupt(
@@ -687,7 +935,6 @@ fn apply_to(p: &mut Payment, event: &Event, at_ms: i64) -> Result<(), Corrupt> {
                 }
             }
             become_status(p, PaymentStatus::Succeeded)?;
-            p.pending = None;
             p.next_action_url = None;
             p.amount_captured = *amount;
             p.provider_ref = Some(provider_ref.clone());
@@ -696,29 +943,92 @@ fn apply_to(p: &mut Payment, event: &Event, at_ms: i64) -> Result<(), Corrupt> {
             become_status(p, PaymentStatus::Failed)?;
             p.failure = Some(failure.clone());
             p.next_action_url = None;
+            // Nothing was charged: a cancel or reversal in flight has nothing left to undo.
+            p.pending = None;
+        }
+        Event::Submitted { provider_ref } => {
+            if p.status != PaymentStatus::Processing {
+                return Err(Corrupt("submitted outside processing".into()));
+            }
+            p.provider_ref = Some(provider_ref.clone());
         }
         Event::CaptureRequested { amount } => {
             if p.status != PaymentStatus::Authorized || p.pending.is_some() {
                 return Err(Corrupt("capture requested outside authorized".into()));
             }
             p.pending = Some(PendingOp::Capture { amount: *amount });
+            p.capture_requests += 1;
         }
-        Event::CaptureFailed { failure } | Event::CancelFailed { failure } => {
+        Event::CaptureFailed { failure }
+        | Event::CancelFailed { failure }
+        | Event::UncaptureFailed { failure }
+        | Event::ReversalFailed { failure } => {
             if p.pending.take().is_none() {
                 return Err(Corrupt("operation failed without being requested".into()));
             }
             p.failure = Some(failure.clone());
         }
         Event::CancelRequested => {
-            if p.status != PaymentStatus::Authorized || p.pending.is_some() {
+            let cancelable = matches!(
+                p.status,
+                PaymentStatus::Authorized | PaymentStatus::RequiresAction
+            );
+            if !cancelable || p.pending.is_some() {
                 return Err(Corrupt("cancel requested outside authorized".into()));
             }
             p.pending = Some(PendingOp::Cancel);
         }
         Event::Canceled => {
+            // A cancel voids or closes; a success is undone only by `Reversed`.
+            if p.status == PaymentStatus::Succeeded {
+                return Err(Corrupt(
+                    "succeeded cannot become canceled by a cancel".into(),
+                ));
+            }
             become_status(p, PaymentStatus::Canceled)?;
             p.pending = None;
             p.next_action_url = None;
+        }
+        Event::UncaptureRequested => {
+            if p.status != PaymentStatus::Succeeded || p.pending.is_some() {
+                return Err(Corrupt(
+                    "complete_revert requested outside succeeded".into(),
+                ));
+            }
+            p.pending = Some(PendingOp::Uncapture);
+            p.uncapture_requests += 1;
+        }
+        Event::Uncaptured => {
+            if p.pending != Some(PendingOp::Uncapture) {
+                return Err(Corrupt(
+                    "uncaptured without a complete_revert in flight".into(),
+                ));
+            }
+            become_status(p, PaymentStatus::Authorized)?;
+            p.pending = None;
+            p.amount_captured = Money::zero(p.currency());
+        }
+        Event::ReversalRequested => {
+            let reversible = matches!(
+                p.status,
+                PaymentStatus::Processing | PaymentStatus::Authorized | PaymentStatus::Succeeded
+            );
+            if !reversible || p.pending.is_some() {
+                return Err(Corrupt(
+                    "reversal requested in a state it cannot undo".into(),
+                ));
+            }
+            p.pending = Some(PendingOp::Reverse);
+        }
+        Event::Reversed => {
+            if p.pending != Some(PendingOp::Reverse) {
+                return Err(Corrupt("reversed without a reversal in flight".into()));
+            }
+            become_status(p, PaymentStatus::Canceled)?;
+            p.pending = None;
+            p.reversed = true;
+            p.next_action_url = None;
+            p.amount_captured = Money::zero(p.currency());
         }
         Event::RefundRequested {
             id,
@@ -808,7 +1118,7 @@ pub fn check_invariants(p: &Payment) -> Result<(), String> {
         | PaymentStatus::Canceled => {
             if captured {
                 Err(format!("{} with money captured", p.status.as_str()))
-            } else if !p.refunds.is_empty() {
+            } else if p.refunds.iter().any(|r| r.status != RefundStatus::Failed) {
                 Err("refunds on a payment that did not succeed".into())
             } else {
                 Ok(())

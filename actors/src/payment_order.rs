@@ -20,12 +20,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use actix::prelude::*;
-use kassa_channels::card::CardData;
 use kassa_store::{Append, AppendError, JournalEntry, PaymentRow, RefundRow, Store, StoreError};
 use kassa_supervision::{ExitGuard, Shutdown};
 use tokio::sync::oneshot;
 
-use crate::channel_port::ChannelPort;
+use crate::channel_port::{ChannelPort, ChannelPorts, Instrument};
 use crate::clock::Clock;
 use crate::money::Money;
 use crate::payment::{
@@ -42,7 +41,8 @@ const WAITERS_MAX: usize = 1_024;
 /// What every order actor shares.
 pub struct OrderDeps {
     pub store: Arc<dyn Store>,
-    pub channel: Arc<dyn ChannelPort>,
+    /// The channel of each payment method.
+    pub channels: Arc<ChannelPorts>,
     pub clock: Arc<dyn Clock>,
     pub mailbox_capacity: usize,
     /// An order idle this long passivates (`orders.order_idle_ms`).
@@ -80,7 +80,8 @@ pub struct OrderReply {
 #[rtype(result = "Result<OrderReply, OrderError>")]
 pub struct Create {
     pub new: NewPayment,
-    pub card: CardData,
+    /// What the channel needs to take the money (card data, an account), never journaled.
+    pub instrument: Instrument,
     pub settle: bool,
     pub admission: Option<crate::channel_port::Admission>,
 }
@@ -97,6 +98,21 @@ pub struct Capture {
 #[rtype(result = "Result<OrderReply, OrderError>")]
 pub struct Cancel {
     pub merchant_id: String,
+    pub settle: bool,
+}
+
+/// The card pre-authorisation commands that undo: `complete_revert` and `reversal`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UndoKind {
+    CompleteRevert,
+    Reversal,
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<OrderReply, OrderError>")]
+pub struct Undo {
+    pub merchant_id: String,
+    pub kind: UndoKind,
     pub settle: bool,
 }
 
@@ -132,6 +148,8 @@ enum Work {
     Charge,
     Capture,
     Cancel,
+    Uncapture,
+    Reverse,
     Refund(String),
 }
 
@@ -270,6 +288,15 @@ fn ready<T: 'static>(value: T) -> ResponseActFuture<PaymentOrder, T> {
 }
 
 impl PaymentOrder {
+    /// The channel of this order's payment method.
+    fn port(&self) -> Arc<dyn ChannelPort> {
+        let method = self
+            .state
+            .as_ref()
+            .map_or(crate::payment::Method::Card, |p| p.method);
+        self.deps.channels.get(method)
+    }
+
     fn unavailable(&self) -> Option<OrderError> {
         self.load_failed
             .then(|| OrderError::Unavailable("the order could not be loaded".into()))
@@ -441,16 +468,7 @@ fn refund_rows(p: &Payment, events: &[Event]) -> Vec<RefundRow> {
         Event::RefundSucceeded { refund_id, .. } | Event::RefundFailed { refund_id, .. } => {
             Some(refund_id)
         }
-        Event::Created { .. }
-        | Event::Authorized { .. }
-        | Event::ActionRequired { .. }
-        | Event::Captured { .. }
-        | Event::Failed { .. }
-        | Event::CaptureRequested { .. }
-        | Event::CaptureFailed { .. }
-        | Event::CancelRequested
-        | Event::Canceled
-        | Event::CancelFailed { .. } => None,
+        _ => None,
     });
     touched
         .filter_map(|id| p.refund(id))
@@ -475,37 +493,37 @@ impl Handler<Create> for PaymentOrder {
         }
         let Create {
             new,
-            card,
+            instrument,
             settle,
             admission,
         } = msg;
-        let created =
-            self.execute(Command::Create(new))
-                .map(move |result, act, ctx| match result {
-                    Ok(payment) => {
-                        act.charge(card, admission, ctx);
-                        Ok(act.reply(payment, Settle::Charge, settle, None))
+        let created = self
+            .execute(Command::Create(Box::new(new)))
+            .map(move |result, act, ctx| match result {
+                Ok(payment) => {
+                    act.charge(instrument, admission, ctx);
+                    Ok(act.reply(payment, Settle::Charge, settle, None))
+                }
+                Err(OrderError::Rejected(Rejection::Exists { same_request: true })) => {
+                    let payment = act
+                        .state
+                        .clone()
+                        .ok_or(OrderError::Rejected(Rejection::NotFound))?;
+                    if payment.status == PaymentStatus::Processing {
+                        // A retry after a crash brings the card again: send the charge under
+                        // the same key (the provider answers with the first charge if there
+                        // was one). Skipped while a charge or resolve is already in flight.
+                        act.charge(instrument, admission, ctx);
                     }
-                    Err(OrderError::Rejected(Rejection::Exists { same_request: true })) => {
-                        let payment = act
-                            .state
-                            .clone()
-                            .ok_or(OrderError::Rejected(Rejection::NotFound))?;
-                        if payment.status == PaymentStatus::Processing {
-                            // A retry after a crash brings the card again: send the charge under
-                            // the same key (the provider answers with the first charge if there
-                            // was one). Skipped while a charge or resolve is already in flight.
-                            act.charge(card, admission, ctx);
-                        }
-                        Ok(act.reply(payment, Settle::Charge, settle, None))
+                    Ok(act.reply(payment, Settle::Charge, settle, None))
+                }
+                Err(other) => {
+                    if act.state.is_none() {
+                        ctx.stop();
                     }
-                    Err(other) => {
-                        if act.state.is_none() {
-                            ctx.stop();
-                        }
-                        Err(other)
-                    }
-                });
+                    Err(other)
+                }
+            });
         AtomicResponse::new(Box::pin(created))
     }
 }
@@ -558,6 +576,19 @@ impl Handler<Cancel> for PaymentOrder {
             Settle::Pending,
             msg.settle,
         )
+    }
+}
+
+impl Handler<Undo> for PaymentOrder {
+    type Result = AtomicResponse<Self, Reply>;
+
+    fn handle(&mut self, msg: Undo, _ctx: &mut Context<Self>) -> Self::Result {
+        self.arrived();
+        let command = match msg.kind {
+            UndoKind::CompleteRevert => Command::Uncapture,
+            UndoKind::Reversal => Command::Reverse,
+        };
+        self.command_reply(&msg.merchant_id, command, Settle::Pending, msg.settle)
     }
 }
 
@@ -617,9 +648,21 @@ impl Handler<Outcome> for PaymentOrder {
         Outcome(command, answered): Outcome,
         _ctx: &mut Context<Self>,
     ) -> Self::Result {
-        let done = self.execute(command).map(|result, act, ctx| match result {
+        let seq_before = self.state.as_ref().map_or(0, |p| p.seq);
+        let done = self.execute(command).map(move |result, act, ctx| match result {
             Ok(payment) => {
-                act.redrive_attempts = 0;
+                if payment.seq != seq_before {
+                    // Progress: the schedule starts again for whatever is still owed.
+                    act.redrive_attempts = 0;
+                }
+                if matches!(
+                    payment.status,
+                    PaymentStatus::Processing | PaymentStatus::RequiresAction
+                ) {
+                    // Still no final word on the charge (a submitted transfer, an unpaid QR
+                    // code): ask again on the schedule.
+                    act.schedule_redrive(ctx);
+                }
                 if let Some(tx) = answered {
                     // A caller that stopped waiting dropped its receiver.
                     let _ = tx.send(payment);
@@ -725,7 +768,7 @@ impl Handler<Confirm> for PaymentOrder {
         }
         // Ask the channel now; the answer is journaled as an `Outcome`, then handed back.
         let (answered, settled) = oneshot::channel();
-        let asked = self.deps.channel.resolve(self.id.clone());
+        let asked = self.port().resolve(self.id.clone());
         ctx.spawn(
             asked
                 .into_actor(self)

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::payment::{CaptureMode, Payment, Refund, RefundReason};
+use crate::payment::{CaptureMode, Method, Payment, Refund, RefundReason};
 
 #[derive(Serialize)]
 struct CardView<'a> {
@@ -18,7 +18,14 @@ struct CardView<'a> {
     exp_year: u16,
 }
 
-/// What the merchant must have the customer do next (3-D Secure).
+#[derive(Serialize)]
+struct BankAccountView<'a> {
+    last4: &'a str,
+    holder_name: &'a str,
+}
+
+/// What the merchant must have the customer do next: authenticate (3-D Secure), or pay by
+/// scanning a QR code or in the wallet app.
 #[derive(Serialize)]
 struct NextAction<'a> {
     #[serde(rename = "type")]
@@ -39,7 +46,14 @@ struct PaymentView<'a> {
     amount_captured: String,
     amount_refunded: String,
     capture: CaptureMode,
-    card: CardView<'a>,
+    card: Option<CardView<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bank_account: Option<BankAccountView<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    wallet_id: Option<&'a str>,
+    /// Canceled by a reversal.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    reversed: bool,
     failure_code: Option<&'a str>,
     failure_message: Option<&'a str>,
     next_action: Option<NextAction<'a>>,
@@ -86,17 +100,27 @@ pub fn payment_json(p: &Payment) -> String {
         amount_captured: p.amount_captured.to_string(),
         amount_refunded: p.amount_refunded.to_string(),
         capture: p.capture,
-        card: CardView {
-            brand: &p.card.brand,
-            bin: &p.card.bin,
-            last4: &p.card.last4,
-            exp_month: p.card.exp_month,
-            exp_year: p.card.exp_year,
-        },
+        card: p.card.as_ref().map(|card| CardView {
+            brand: &card.brand,
+            bin: &card.bin,
+            last4: &card.last4,
+            exp_month: card.exp_month,
+            exp_year: card.exp_year,
+        }),
+        bank_account: p.bank_account.as_ref().map(|account| BankAccountView {
+            last4: &account.last4,
+            holder_name: &account.holder_name,
+        }),
+        wallet_id: p.wallet_id.as_deref(),
+        reversed: p.reversed,
         failure_code: failure.map(|f| f.code.as_str()),
         failure_message: failure.map(|f| f.message.as_str()),
         next_action: p.next_action_url.as_deref().map(|url| NextAction {
-            kind: "redirect_to_url",
+            kind: match p.method {
+                Method::QrWallet => "display_qr_code",
+                Method::AppWallet => "open_wallet_app",
+                Method::Card | Method::BankTransfer | Method::Wallet => "redirect_to_url",
+            },
             url,
         }),
         description: p.description.as_deref(),

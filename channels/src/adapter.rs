@@ -3,7 +3,7 @@
 //! ```text
 //!  CardChannel::charge ─┐   breaker   rate limit       bulkhead   ┌─ attempt 1 ─ sign ─ timeout ─┐
 //!  CardChannel::refund ─┼─► admits? ─► permit within ─► permit ───┤  (backoff, full jitter,      ├─► provider
-//!  (future protocols) ──┘   (fast     rate_wait_ms_max (or fail   └─ attempt n: breaker + rate ──┘
+//!  async channels ──────┘   (fast     rate_wait_ms_max (or fail   └─ attempt n: breaker + rate ──┘
 //!                           fail)     (or fail fast)   fast)          permit again, ≤ retry_attempts_max
 //! ```
 //!
@@ -41,7 +41,13 @@
 //! without a merchant only meet the channel's limits. Inside the crate, `send_for` takes the key
 //! per call.
 //!
-//! Another protocol's signature scheme replaces `ChannelAdapter::sign`.
+//! # Protocols
+//!
+//! An adapter speaks one [`Protocol`] (`adapter/protocol.rs`): [`ChannelAdapter::new`] builds a
+//! card adapter, [`ChannelAdapter::with_protocol`] one for `qr_wallet` (signed forms),
+//! `app_wallet` (`Wechatpay-*` headers) or `bank_transfer` (`Bank-*` headers). Signatures in
+//! headers are fresh on each attempt; a form's signature is part of its body, so it is signed
+//! once and every attempt resends the same bytes.
 //!
 //! # Runtimes
 //!
@@ -58,7 +64,7 @@ use std::time::Duration;
 use backon::{ExponentialBuilder, Retryable};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use hyper::header::RETRY_AFTER;
 use hyper::{Request, StatusCode, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -67,14 +73,17 @@ use parking_lot::Mutex;
 use tokio::sync::Semaphore;
 
 use crate::breaker::{Admission, Breaker, BreakerState, CallOutcome};
-use crate::card::signature::{self, SIGNATURE_HEADER};
+use crate::card::signature;
 use crate::card::transformers::error_code;
 use crate::error::{AdapterConfigError, ChannelError};
 use crate::limiter::RateLimits;
 use crate::secret::Secret;
 
 mod config;
+mod protocol;
 pub use config::*;
+pub use protocol::Protocol;
+use protocol::Signer;
 
 /// The shared outbound path to one channel. Cheap to clone (an `Arc` inside); clones share
 /// the limits, the breaker and the connection pool.
@@ -91,6 +100,8 @@ struct Inner {
     client: Client<HttpConnector, Full<Bytes>>,
     base_url: String,
     api_secret: Secret<String>,
+    /// Signs each request the protocol's way.
+    signer: Signer,
     config: AdapterConfig,
     breaker: Mutex<Breaker>,
     limits: RateLimits,
@@ -142,6 +153,7 @@ fn bump(counter: &AtomicU64) {
 impl std::fmt::Debug for ChannelAdapter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ChannelAdapter")
+            .field("protocol", &self.inner.signer.protocol())
             .field("base_url", &self.inner.base_url)
             .field("api_secret", &self.inner.api_secret)
             .field("config", &self.inner.config)
@@ -152,9 +164,20 @@ impl std::fmt::Debug for ChannelAdapter {
 }
 
 impl ChannelAdapter {
-    /// An adapter for the provider at `base_url` (`http://host:port`), signing with
+    /// A card adapter for the provider at `base_url` (`http://host:port`), signing with
     /// `api_secret`. Builds no connection yet, so it needs no runtime.
     pub fn new(
+        base_url: &str,
+        api_secret: impl Into<String>,
+        config: AdapterConfig,
+    ) -> Result<Self, AdapterConfigError> {
+        Self::with_protocol(Protocol::Card, base_url, api_secret, config)
+    }
+
+    /// An adapter that encodes and signs requests the way `protocol` does, with keys derived
+    /// from `api_secret` ([`crate::signing::derive_key`]). Builds no connection yet.
+    pub fn with_protocol(
+        protocol: Protocol,
         base_url: &str,
         api_secret: impl Into<String>,
         config: AdapterConfig,
@@ -179,11 +202,13 @@ impl ChannelAdapter {
             .pool_timer(TokioTimer::new())
             .pool_max_idle_per_host(config.inflight_max)
             .build(connector);
+        let api_secret = Secret::new(api_secret.into());
         Ok(Self {
             inner: Arc::new(Inner {
                 client,
                 base_url,
-                api_secret: Secret::new(api_secret.into()),
+                signer: Signer::new(protocol, &api_secret),
+                api_secret,
                 config,
                 breaker: Mutex::new(Breaker::new(config.breaker_config())),
                 limits: RateLimits::new(rate_settings),
@@ -241,6 +266,11 @@ impl ChannelAdapter {
         self.merchant.as_deref()
     }
 
+    /// The protocol this adapter speaks.
+    pub fn protocol(&self) -> Protocol {
+        self.inner.signer.protocol()
+    }
+
     /// The provider's base URL, without a trailing slash.
     pub fn base_url(&self) -> &str {
         &self.inner.base_url
@@ -289,6 +319,11 @@ impl ChannelAdapter {
         merchant: Option<&str>,
         request: WireRequest,
     ) -> Result<WireResponse, ChannelError> {
+        // A form-signed protocol signs its body here, once, so every attempt sends these bytes.
+        let request = self
+            .inner
+            .signer
+            .prepare(request, signature::now_unix_s())?;
         let counters = &self.inner.counters;
         let first = self
             .admit()
@@ -442,17 +477,17 @@ impl ChannelAdapter {
                 status: 400,
                 code: String::from("invalid_request_path"),
             })?;
-        let signature = self.sign(request)?;
-        let http_request = Request::builder()
-            .method(request.method.clone())
-            .uri(uri)
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .header(SIGNATURE_HEADER, signature)
-            .body(Full::new(request.body.clone()))
-            .map_err(|_| ChannelError::Rejected {
-                status: 400,
-                code: String::from("invalid_request"),
-            })?;
+        let mut builder = Request::builder().method(request.method.clone()).uri(uri);
+        for (name, value) in self.sign(request)? {
+            builder = builder.header(name, value);
+        }
+        let http_request =
+            builder
+                .body(Full::new(request.body.clone()))
+                .map_err(|_| ChannelError::Rejected {
+                    status: 400,
+                    code: String::from("invalid_request"),
+                })?;
         let response = self
             .inner
             .client
@@ -474,21 +509,10 @@ impl ChannelAdapter {
         classify_status(status, retry_after_ms, body)
     }
 
-    /// The `Sandbox-Signature` header for this attempt.
-    fn sign(&self, request: &WireRequest) -> Result<HeaderValue, ChannelError> {
-        let value = signature::header_value(
-            self.inner.api_secret.expose().as_bytes(),
-            signature::now_unix_s(),
-            request.method.as_str(),
-            &request.path,
-            &request.body,
-        );
-        // `t=<digits>,v1=<hex>` is always a valid header value; the error arm is unreachable
-        // in practice and says "nothing sent" if it were not.
-        HeaderValue::from_str(&value).map_err(|_| ChannelError::Rejected {
-            status: 400,
-            code: String::from("unsignable_request"),
-        })
+    /// This attempt's content type and signature headers, the protocol's way. The values are
+    /// printable by construction; were one not, the error says "nothing sent".
+    fn sign(&self, request: &WireRequest) -> Result<Vec<protocol::SignedHeader>, ChannelError> {
+        self.inner.signer.headers(request, signature::now_unix_s())
     }
 }
 

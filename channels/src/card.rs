@@ -1,6 +1,12 @@
 //! The card channel: charges, captures, voids, refunds and resolves against a card acquirer
 //! that speaks the sandbox's card protocol.
 //!
+//! Pre-authorisation maps onto it as: preauth = [`CardChannel::charge`] with `capture: false`;
+//! cancel = [`CardChannel::void`]; complete = [`CardChannel::capture`] (at most the authorised
+//! amount); complete-revert = [`CardChannel::uncapture`] (the charge is authorised again and
+//! can be completed again); refund = [`CardChannel::refund`] of what is captured; reversal
+//! (冲正) = [`CardChannel::reverse`], which cancels the transaction whatever stage it reached.
+//!
 //! [`CardChannel`] is a thin translator. Each method builds a JSON body
 //! (`card/transformers.rs`), hands it to the shared [`ChannelAdapter`] (which bounds, signs, times
 //! out and retries it) and turns the answer into a domain outcome. A decline is an `Ok`
@@ -78,18 +84,25 @@ pub enum ChargeOutcome {
 /// A charge found by [`CardChannel::resolve`] or [`CardChannel::retrieve`], with its totals.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResolvedCharge {
-    /// What the charge came to. A voided authorisation stays `Authorized` with `voided: true`.
+    /// What the charge came to. A voided authorisation stays `Authorized` with `voided: true`
+    /// (a reversed 3-D Secure charge stays `RequiresAction` with `voided: true`);
+    /// a reversed capture stays `Succeeded` with `reversed: true`; a reverted capture is
+    /// `Authorized` again with nothing captured.
     pub outcome: ChargeOutcome,
     /// The amount charged or authorised, in minor units.
     pub amount_minor: i64,
     /// ISO 4217 code.
     pub currency: String,
-    /// How much of it is captured.
+    /// How much of it is captured. A reversed charge keeps what it had captured, all returned.
     pub captured_minor: i64,
     /// How much of the captured amount is refunded.
     pub refunded_minor: i64,
-    /// Whether the authorisation was voided.
+    /// Whether the authorisation was voided (by a void, or by the reversal of an uncaptured
+    /// charge).
     pub voided: bool,
+    /// Whether the captured charge was reversed: all of `captured_minor` went back to the
+    /// cardholder and nothing more can be refunded.
+    pub reversed: bool,
 }
 
 /// The answer to [`CardChannel::resolve`].
@@ -132,7 +145,8 @@ pub enum RefundOutcome {
         /// The provider's refund id.
         provider_ref: String,
     },
-    /// Refused, e.g. `amount_exceeds_captured`. Not an error and never retried.
+    /// Refused, e.g. `amount_exceeds_captured` or `charge_reversed`. Not an error and never
+    /// retried.
     Failed {
         /// The provider's failure code.
         code: String,
@@ -191,7 +205,7 @@ impl CardChannel {
         })
     }
 
-    /// Voids an uncaptured authorisation.
+    /// Voids an uncaptured authorisation, or a charge still waiting for 3-D Secure.
     pub async fn void(
         &self,
         idempotency_key: &str,
@@ -211,8 +225,59 @@ impl CardChannel {
         }
     }
 
+    /// Reverts the capture of a pre-authorisation (the same day, before settlement): the
+    /// charge is `Authorized` again with nothing captured, and can be captured again with a new
+    /// key. Only a captured charge with nothing refunded, not voided and not reversed
+    /// qualifies; otherwise `Rejected { status: 409, code: "charge_not_revertible" }`. The same
+    /// key replays the first answer.
+    pub async fn uncapture(
+        &self,
+        idempotency_key: &str,
+        provider_ref: &str,
+    ) -> Result<ResolvedCharge, ChannelError> {
+        let path = format!("/card/v1/charges/{}/uncapture", checked_ref(provider_ref)?);
+        let charge = self.charge_operation(path, idempotency_key).await?;
+        let reverted = matches!(charge.outcome, ChargeOutcome::Authorized { .. })
+            && charge.captured_minor == 0
+            && !charge.voided;
+        if reverted {
+            Ok(charge)
+        } else {
+            Err(ChannelError::Unreadable(
+                "the provider accepted the capture revert but reports the charge as captured"
+                    .into(),
+            ))
+        }
+    }
+
+    /// Reverses (冲正) a charge whatever stage it reached: an uncaptured authorisation, or a
+    /// charge still waiting for 3-D Secure, comes back voided (`voided: true`; the challenge
+    /// can no longer complete it); a capture with nothing refunded is given back whole
+    /// (`reversed: true`, `captured_minor` still what was taken). A charge with refunds,
+    /// declined, or already voided or reversed under another key is
+    /// `Rejected { status: 409, code: "charge_not_reversible" }`. The same key replays the
+    /// first answer.
+    pub async fn reverse(
+        &self,
+        idempotency_key: &str,
+        provider_ref: &str,
+    ) -> Result<ResolvedCharge, ChannelError> {
+        let path = format!("/card/v1/charges/{}/reverse", checked_ref(provider_ref)?);
+        let charge = self.charge_operation(path, idempotency_key).await?;
+        if charge.voided || charge.reversed {
+            Ok(charge)
+        } else {
+            Err(ChannelError::Unreadable(
+                "the provider accepted the reversal but reports the charge as neither voided nor \
+                 reversed"
+                    .into(),
+            ))
+        }
+    }
+
     /// Refunds part or all of a captured charge. Refunding more than is left is
-    /// `Ok(RefundOutcome::Failed { .. })`.
+    /// `Ok(RefundOutcome::Failed { code: "amount_exceeds_captured" })`, refunding a reversed
+    /// charge `Ok(RefundOutcome::Failed { code: "charge_reversed" })`.
     pub async fn refund(&self, request: &RefundRequest) -> Result<RefundOutcome, ChannelError> {
         let body = RefundBody {
             idempotency_key: &request.idempotency_key,
@@ -266,6 +331,16 @@ impl CardChannel {
         };
         let response = self.adapter.send(request).await?;
         parse::<ChargeResponse>(&response.body, "charge")?.into_resolved(self.adapter.base_url())
+    }
+
+    /// Posts `{"idempotency_key"}` to a charge operation's `path` and reads the charge back.
+    async fn charge_operation(
+        &self,
+        path: String,
+        idempotency_key: &str,
+    ) -> Result<ResolvedCharge, ChannelError> {
+        let response = self.post(path, &KeyBody { idempotency_key }).await?;
+        parse::<ChargeResponse>(&response, "charge")?.into_resolved(self.adapter.base_url())
     }
 
     async fn post<T: serde::Serialize>(

@@ -1,6 +1,7 @@
-//! The sandbox provider: a card acquirer's test mode, served over real HTTP.
+//! The sandbox provider: the test mode of a card acquirer, two wallets and a bank, served over
+//! real HTTP.
 //!
-//! Kassa cannot reach real payment channels here, so this server plays one, the way payment
+//! Kassa cannot reach real payment channels here, so this server plays them, the way payment
 //! companies ship a test mode. Test card numbers decide the outcome, a SQLite ledger remembers
 //! every charge, refund and tombstone by idempotency key (so a restarted sandbox still answers
 //! a retry with the first answer), and a [`Behaviour`] makes the card channel as sick as a test
@@ -9,6 +10,16 @@
 //! replaced at runtime (`PUT /sandbox/behaviour` or [`SandboxHandle::set_behaviour`]); its
 //! seed makes a run reproducible. `GET /sandbox/stats` counts what happened.
 //!
+//! It also plays three asynchronous channels, each with its own protocol, signature scheme
+//! (keys derived from the one `api_secret`, [`crate::signing::derive_key`]), behaviour, RNG
+//! and counters: `qr_wallet` (Alipay-style, `/qr/`), `app_wallet` (WeChat Pay v3-style,
+//! `/app/`) and `bank_transfer` (B2B, `/bank/`). Their payments wait for a customer page
+//! (`GET /qr/pay/{ref}`, `GET /app/pay/{ref}`, unsigned) or are decided by the provider itself
+//! after a settle delay (the test-amount rule: minor units ending in `13` fail), and their
+//! outcomes go out as each protocol's signed callbacks. Each channel's behaviour is
+//! `GET`/`PUT /sandbox/channels/{channel}/behaviour` or [`SandboxHandle::set_channel_behaviour`]
+//! (`card` there is the same as `/sandbox/behaviour`).
+//!
 //! Layout:
 //!
 //! * `server`: the accept loop, connection bounds and graceful shutdown;
@@ -16,36 +27,66 @@
 //!   errors, latency, held requests;
 //! * `behaviour`: [`Behaviour`], its bounds, the seeded RNG and the per-request draw (no I/O);
 //! * `stats`: the counters behind `GET /sandbox/stats`;
-//! * `callbacks`: the bounded, delayed, signed `charge.updated` sender;
-//! * `control`: `GET`/`PUT /sandbox/behaviour` and `GET /sandbox/stats`;
+//! * `callbacks`: the bounded, delayed sender of every channel's signed callbacks
+//!   (`charge.updated`, and each asynchronous protocol's envelope);
+//! * `control`: `GET`/`PUT /sandbox/behaviour`, `GET`/`PUT
+//!   /sandbox/channels/{channel}/behaviour` and `GET /sandbox/stats`;
 //! * `card_api`: the card protocol's endpoints, request checks and the test-card table;
 //! * `ledger`: the SQLite ledger, where each check-and-write is one transaction;
-//! * `wire`: the provider's JSON shapes.
+//! * `wire`: the provider's JSON shapes;
+//! * `channels`: which paths belong to which channel, each asynchronous channel's behaviour and
+//!   counters, its derived keys;
+//! * `async_routes`: the asynchronous channels' requests: signature by protocol, the channel's
+//!   verdict, the unsigned customer pages;
+//! * `settlement`: what the asynchronous channels share: the ledger calls, settlement timers,
+//!   outcome callbacks, the test-amount rule, `GET /sandbox/ledger`;
+//! * `qr_api`, `app_api`, `bank_api`: each asynchronous protocol's endpoints, wire shapes and
+//!   callback envelope;
+//! * `async_ledger`: the asynchronous payments, refunds and tombstones, in their own tables of
+//!   the same SQLite file.
 //!
 //! Endpoints: `POST /card/v1/charges`, `POST /card/v1/charges/{id}/capture`,
-//! `POST /card/v1/charges/{id}/void`, `POST /card/v1/refunds`, `POST /card/v1/charges/resolve`,
-//! `GET /card/v1/charges/{id}` (the behaviour applies to these), `GET /sandbox/ledger`,
-//! `GET`/`PUT /sandbox/behaviour`, `GET /sandbox/stats` and the unsigned `GET /healthz`.
+//! `POST /card/v1/charges/{id}/void`, `POST /card/v1/charges/{id}/uncapture`,
+//! `POST /card/v1/charges/{id}/reverse`, `POST /card/v1/refunds`, `POST /card/v1/charges/resolve`,
+//! `GET /card/v1/charges/{id}` (the card behaviour applies to these); the asynchronous
+//! channels' endpoints (listed in `qr_api`, `app_api`, `bank_api`; their channel's behaviour
+//! applies); `GET /sandbox/ledger` (card `charges`/`refunds`, `async_payments`/`async_refunds`),
+//! `GET`/`PUT /sandbox/behaviour`, `GET`/`PUT /sandbox/channels/{channel}/behaviour`,
+//! `GET /sandbox/stats`; and the unsigned `GET /healthz`, `GET /challenge/{id}`,
+//! `GET /qr/pay/{ref}` and `GET /app/pay/{ref}`.
 
+mod app_api;
+mod async_ledger;
+mod async_routes;
+mod bank_api;
 mod behaviour;
 mod callbacks;
 mod card_api;
+pub(crate) mod channels;
 mod control;
 mod ledger;
+mod qr_api;
 mod routes;
 mod server;
+mod settlement;
 mod stats;
 mod wire;
 
 pub use behaviour::{
     Behaviour, CALLBACK_DELAY_MS_LIMIT, CALLBACK_URL_LEN_MAX, InvalidBehaviour, LATENCY_MS_LIMIT,
+    SETTLE_DELAY_MS_LIMIT,
 };
 pub use callbacks::{
     CALLBACK_ATTEMPT_TIMEOUT_MS, CALLBACK_ATTEMPTS_MAX, CALLBACK_RETRY_PAUSE_MS,
     CALLBACKS_QUEUED_MAX,
 };
+pub use channels::SETTLEMENT_TIMERS_MAX;
 pub use routes::HOLD_MS_MAX;
 pub use stats::{REQUESTS_BY_SECOND_WINDOW_S, StatsView};
+
+/// The channels whose behaviour `/sandbox/channels/{channel}/behaviour` and
+/// [`SandboxHandle::set_channel_behaviour`] address.
+pub const SANDBOX_CHANNELS: &[&str] = &["card", "qr_wallet", "app_wallet", "bank_transfer"];
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -133,6 +174,8 @@ pub(crate) struct State {
     pub callbacks: callbacks::Callbacks,
     /// Turns `true` when the server stops: held requests and pending callbacks end.
     pub stopping: watch::Sender<bool>,
+    /// The asynchronous channels: their behaviours, counters, ledger, keys and timers.
+    pub async_channels: channels::AsyncChannels,
 }
 
 /// A running sandbox. Dropping it stops the server too, without waiting.
@@ -174,9 +217,32 @@ impl SandboxHandle {
         Ok(())
     }
 
-    /// The counters, as `GET /sandbox/stats` shows them.
+    /// One channel's behaviour (`card`, `qr_wallet`, `app_wallet`, `bank_transfer`), as
+    /// `GET /sandbox/channels/{channel}/behaviour` shows it; `None` for an unknown channel.
+    pub fn channel_behaviour(&self, channel: &str) -> Option<Behaviour> {
+        let channel = channels::Channel::from_name(channel)?;
+        Some(channels::behaviour(&self.state, channel))
+    }
+
+    /// Replaces one channel's behaviour (and reseeds its RNG), as
+    /// `PUT /sandbox/channels/{channel}/behaviour` does; `card` is [`Self::set_behaviour`].
+    pub fn set_channel_behaviour(
+        &self,
+        channel: &str,
+        behaviour: Behaviour,
+    ) -> Result<(), InvalidBehaviour> {
+        let channel = channels::Channel::from_name(channel).ok_or_else(|| {
+            InvalidBehaviour(String::from(
+                "unknown channel: expected card, qr_wallet, app_wallet or bank_transfer",
+            ))
+        })?;
+        channels::replace_behaviour(&self.state, channel, behaviour)
+    }
+
+    /// The counters, as `GET /sandbox/stats` shows them: the card channel's at the top level,
+    /// every channel's under `channels`.
     pub fn stats(&self) -> StatsView {
-        self.state.stats.view(crate::card::signature::now_unix_s())
+        channels::stats_view(&self.state, crate::card::signature::now_unix_s())
     }
 
     /// Stops accepting, lets requests in flight finish (bounded), closes the ledger.
@@ -222,6 +288,11 @@ pub async fn start_with_behaviour(
         addr: config.addr,
         source,
     })?;
+    let async_channels = channels::AsyncChannels::open(
+        config.ledger_path.as_deref(),
+        format!("http://{addr}"),
+        &config.api_secret,
+    )?;
     let state = Arc::new(State {
         ledger,
         api_secret: Secret::new(config.api_secret),
@@ -229,7 +300,10 @@ pub async fn start_with_behaviour(
         stats: Arc::new(stats::Stats::new()),
         callbacks: callbacks::Callbacks::new(CALLBACKS_QUEUED_MAX),
         stopping: watch::Sender::new(false),
+        async_channels,
     });
+    // Orders a previous run left to be decided by time get their timers again.
+    settlement::resume(&state).await;
     let (shutdown_tx, shutdown_rx) = oneshot::channel();
     let task = tokio::spawn(server::serve(listener, state.clone(), shutdown_rx));
     tracing::info!(%addr, ledger = ?config.ledger_path, "sandbox provider listening");

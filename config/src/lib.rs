@@ -218,7 +218,7 @@ impl OrderSettings {
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SandboxSettings {
-    /// Start the sandbox provider in-process (embedded mode's card channel).
+    /// Start the sandbox provider in-process (embedded mode's channels).
     pub enabled: bool,
     /// Port 0 picks a free port, so several Kassa instances can run side by side.
     pub addr: String,
@@ -241,6 +241,16 @@ pub struct SandboxSettings {
     pub duplicate_callback_rate_percent: u32,
     /// Seed of the chaos draws (reproducible runs).
     pub seed: u64,
+    /// The channels the chaos knobs above apply to (each draws on its own).
+    pub chaos_channels: Vec<String>,
+    /// QR and app-wallet customers pay by themselves, after up to `settle_delay_ms_max` (amounts
+    /// ending in 13 minor units are declined); `false` waits for the sandbox's pay page.
+    pub customer_auto_pay: bool,
+    /// The longest a customer takes to pay, or a bank to settle a transfer.
+    pub settle_delay_ms_max: u64,
+    /// Share of bank-transfer outcomes the bank reports by callback; the rest are only learnt
+    /// by asking.
+    pub bank_callback_rate_percent: u32,
 }
 
 impl Default for SandboxSettings {
@@ -258,6 +268,10 @@ impl Default for SandboxSettings {
             callback_delay_ms_max: 0,
             duplicate_callback_rate_percent: 0,
             seed: 0,
+            chaos_channels: vec!["card".into()],
+            customer_auto_pay: false,
+            settle_delay_ms_max: 1_000,
+            bank_callback_rate_percent: 100,
         }
     }
 }
@@ -278,17 +292,41 @@ impl std::fmt::Debug for SandboxSettings {
     }
 }
 
+/// One adapter's settings per outbound channel. Kassa's own `wallet` method needs none.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ChannelSettings {
-    pub card: CardChannelSettings,
+    pub card: AdapterSettings,
+    pub qr_wallet: AdapterSettings,
+    pub app_wallet: AdapterSettings,
+    pub bank_transfer: AdapterSettings,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+impl ChannelSettings {
+    /// Every channel, by name, in a fixed order.
+    pub fn all(&self) -> [(&'static str, &AdapterSettings); 4] {
+        [
+            ("card", &self.card),
+            ("qr_wallet", &self.qr_wallet),
+            ("app_wallet", &self.app_wallet),
+            ("bank_transfer", &self.bank_transfer),
+        ]
+    }
+}
+
+/// The card channel's settings (kept as a name: they are every channel's now).
+pub type CardChannelSettings = AdapterSettings;
+
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct CardChannelSettings {
-    /// The acquirer's base URL; empty means the in-process sandbox.
+pub struct AdapterSettings {
+    /// `false` leaves the channel out: its methods are refused, its orders wait.
+    pub enabled: bool,
+    /// The provider's base URL; empty means the in-process sandbox (when `sandbox.enabled`;
+    /// otherwise the channel is off).
     pub base_url: String,
+    /// The secret requests and callbacks are signed with; empty means `sandbox.api_secret`.
+    pub api_secret: String,
     pub request_timeout_ms: u64,
     /// Every attempt, wait and backoff of one channel command together.
     pub command_deadline_ms: u64,
@@ -313,10 +351,24 @@ pub struct CardChannelSettings {
     pub breaker_half_open_probes: u32,
 }
 
-impl Default for CardChannelSettings {
+impl std::fmt::Debug for AdapterSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdapterSettings")
+            .field("enabled", &self.enabled)
+            .field("base_url", &self.base_url)
+            .field("api_secret", &"***")
+            .field("request_timeout_ms", &self.request_timeout_ms)
+            .field("rate_per_s", &self.rate_per_s)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for AdapterSettings {
     fn default() -> Self {
         Self {
+            enabled: true,
             base_url: String::new(),
+            api_secret: String::new(),
             request_timeout_ms: 3_000,
             command_deadline_ms: 10_000,
             retry_attempts_max: 3,

@@ -98,33 +98,51 @@ pub(crate) fn check(s: &Settings) -> Result<(), ConfigError> {
             "must list at least one delay, each above 0",
         ));
     }
-    let card = &s.channels.card;
-    positive("channels.card.request_timeout_ms", card.request_timeout_ms)?;
-    if card.command_deadline_ms < card.request_timeout_ms {
+    for name in &s.sandbox.chaos_channels {
+        if !s.channels.all().iter().any(|(known, _)| known == name) {
+            return Err(invalid(
+                "sandbox.chaos_channels",
+                "each must be one of card, qr_wallet, app_wallet, bank_transfer",
+            ));
+        }
+    }
+    if s.sandbox.bank_callback_rate_percent > 100 {
         return Err(invalid(
-            "channels.card.command_deadline_ms",
-            "must be at least channels.card.request_timeout_ms",
+            "sandbox.bank_callback_rate_percent",
+            "must be at most 100",
         ));
     }
-    positive(
-        "channels.card.retry_attempts_max",
-        u64::from(card.retry_attempts_max),
-    )?;
-    positive("channels.card.inflight_max", card.inflight_max as u64)?;
-    if card.backoff_ms_min > card.backoff_ms_max {
-        return Err(invalid(
-            "channels.card.backoff_ms_min",
-            "must not exceed channels.card.backoff_ms_max",
-        ));
-    }
-    if card.base_url.is_empty() && !s.sandbox.enabled {
-        return Err(invalid(
-            "channels.card.base_url",
-            "must be set when sandbox.enabled is false (no card channel to call)",
-        ));
+    for (name, channel) in s.channels.all() {
+        check_channel(s, name, channel)?;
     }
     if s.sandbox.api_secret.is_empty() {
         return Err(invalid("sandbox.api_secret", "must not be empty"));
+    }
+    Ok(())
+}
+
+fn check_channel(s: &Settings, name: &str, c: &crate::AdapterSettings) -> Result<(), ConfigError> {
+    let key = |field: &str| format!("channels.{name}.{field}");
+    positive(&key("request_timeout_ms"), c.request_timeout_ms)?;
+    if c.command_deadline_ms < c.request_timeout_ms {
+        return Err(invalid(
+            &key("command_deadline_ms"),
+            format!("must be at least {}", key("request_timeout_ms")),
+        ));
+    }
+    positive(&key("retry_attempts_max"), u64::from(c.retry_attempts_max))?;
+    positive(&key("inflight_max"), c.inflight_max as u64)?;
+    if c.backoff_ms_min > c.backoff_ms_max {
+        return Err(invalid(
+            &key("backoff_ms_min"),
+            format!("must not exceed {}", key("backoff_ms_max")),
+        ));
+    }
+    if name == "card" && c.enabled && c.base_url.is_empty() && !s.sandbox.enabled {
+        return Err(invalid(
+            &key("base_url"),
+            "must be set when sandbox.enabled is false (no card channel to call)",
+        ));
     }
     Ok(())
 }

@@ -21,7 +21,8 @@ pub struct App {
     pub metrics: crate::metrics::Metrics,
     /// Present when `admin.faults_enabled`: the store wrapper that can fail appends on request.
     pub faults: Option<Arc<crate::faults::FaultyStore>>,
-    pub card_adapter: kassa_channels::ChannelAdapter,
+    /// The channel of each payment method (and, for operators, their adapters).
+    pub channels: Arc<kassa_actors::channel_port::ChannelPorts>,
     /// Supervision events (for `/admin/events` and the dashboard).
     pub events: kassa_supervision::EventBus,
     /// Workers of the tree by path (fault drills).

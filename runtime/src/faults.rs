@@ -1,7 +1,7 @@
 //! Fault injection for drills and tests (`admin.faults_enabled`; never on in production).
 //!
 //! `FaultyStore` wraps the real store and fails the next N journal appends on request;
-//! everything else passes straight through. Order panics are a message to the order actor
+//! everything else (wallet moves included) passes straight through. Order panics are a message to the order actor
 //! (`kassa_actors::payment_order::InjectPanic`).
 
 use std::sync::Arc;
@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use futures::future::BoxFuture;
 use kassa_store::{
     Append, AppendError, IdempotencyRecord, JournalEntry, ListQuery, MerchantRecord, MethodRecord,
-    Page, PaymentRow, RefundRow, Store, StoreError, StoreResult, StoreStats, UnixMs,
+    Page, PaymentRow, RefundRow, Store, StoreError, StoreResult, StoreStats, UnixMs, WalletMove,
+    WalletMoveOutcome, WalletMovement, WalletRecord,
 };
 
 /// The most appends one request may ask to fail.
@@ -110,6 +111,41 @@ impl Store for FaultyStore {
     }
     fn purge_idempotency(&self, before_ms: UnixMs) -> BoxFuture<'static, StoreResult<u64>> {
         self.inner.purge_idempotency(before_ms)
+    }
+    fn create_wallet(&self, wallet: WalletRecord) -> BoxFuture<'static, StoreResult<()>> {
+        self.inner.create_wallet(wallet)
+    }
+    fn get_wallet(
+        &self,
+        merchant_id: &str,
+        id: &str,
+    ) -> BoxFuture<'static, StoreResult<Option<WalletRecord>>> {
+        self.inner.get_wallet(merchant_id, id)
+    }
+    fn move_wallet(
+        &self,
+        wallet_move: WalletMove,
+    ) -> BoxFuture<'static, StoreResult<WalletMoveOutcome>> {
+        self.inner.move_wallet(wallet_move)
+    }
+    fn wallet_movement(
+        &self,
+        key: &str,
+    ) -> BoxFuture<'static, StoreResult<Option<WalletMovement>>> {
+        self.inner.wallet_movement(key)
+    }
+    fn close_wallet_key(
+        &self,
+        key: &str,
+    ) -> BoxFuture<'static, StoreResult<Option<WalletMovement>>> {
+        self.inner.close_wallet_key(key)
+    }
+    fn list_wallet_movements(
+        &self,
+        wallet_id: &str,
+        query: ListQuery,
+    ) -> BoxFuture<'static, StoreResult<Page<WalletMovement>>> {
+        self.inner.list_wallet_movements(wallet_id, query)
     }
     fn stats(&self) -> StoreStats {
         self.inner.stats()

@@ -4,6 +4,7 @@
 //!
 //! # Layout
 //! - `server.rs`      — start-up, the accept loop, graceful shutdown, crash recovery scan.
+//! - `channels.rs`    — the embedded sandbox's start and one adapter + port per channel.
 //! - `router.rs`      — method + path → route; body limit, auth and idempotency around every call.
 //! - `routes/`        — one file per resource: `payments.rs`, `refunds.rs`, `admin.rs`.
 //! - `http/`          — the error object (`error.rs`), merchant signatures and the admin token
@@ -15,6 +16,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod channels;
 pub mod crypto;
 pub mod faults;
 pub mod http;

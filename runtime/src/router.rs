@@ -24,8 +24,15 @@ enum Endpoint<'a> {
     CapturePayment(&'a str),
     CancelPayment(&'a str),
     ConfirmPayment(&'a str),
+    /// `complete_revert` and `reversal` (card pre-authorisation commands).
+    UndoPayment(&'a str, kassa_actors::payment_order::UndoKind),
     CreateRefund,
     GetRefund(&'a str),
+    CreateWallet,
+    GetWallet(&'a str),
+    TopUpWallet(&'a str),
+    WithdrawFromWallet(&'a str),
+    ListWalletTransactions(&'a str),
 }
 
 fn route_not_found() -> ApiError {
@@ -55,8 +62,25 @@ fn endpoint<'a>(method: &Method, segments: &[&'a str]) -> Result<Endpoint<'a>, A
         ["payments", id, "capture"] => only(Method::POST, Endpoint::CapturePayment(id)),
         ["payments", id, "cancel"] => only(Method::POST, Endpoint::CancelPayment(id)),
         ["payments", id, "confirm"] => only(Method::POST, Endpoint::ConfirmPayment(id)),
+        // The pre-authorisation family by name: preauth_complete is a capture, preauth_cancel
+        // a cancel; preauth is `POST /v1/payments` with `capture: manual`, preauth_refund a refund.
+        ["payments", id, "preauth_complete"] => only(Method::POST, Endpoint::CapturePayment(id)),
+        ["payments", id, "preauth_cancel"] => only(Method::POST, Endpoint::CancelPayment(id)),
+        ["payments", id, "complete_revert"] => only(
+            Method::POST,
+            Endpoint::UndoPayment(id, kassa_actors::payment_order::UndoKind::CompleteRevert),
+        ),
+        ["payments", id, "reverse"] => only(
+            Method::POST,
+            Endpoint::UndoPayment(id, kassa_actors::payment_order::UndoKind::Reversal),
+        ),
         ["refunds"] => only(Method::POST, Endpoint::CreateRefund),
         ["refunds", id] => only(Method::GET, Endpoint::GetRefund(id)),
+        ["wallets"] => only(Method::POST, Endpoint::CreateWallet),
+        ["wallets", id] => only(Method::GET, Endpoint::GetWallet(id)),
+        ["wallets", id, "top_ups"] => only(Method::POST, Endpoint::TopUpWallet(id)),
+        ["wallets", id, "withdrawals"] => only(Method::POST, Endpoint::WithdrawFromWallet(id)),
+        ["wallets", id, "transactions"] => only(Method::GET, Endpoint::ListWalletTransactions(id)),
         _ => Err(route_not_found()),
     }
 }
@@ -70,6 +94,9 @@ fn route_label(method: &Method, path: &str) -> &'static str {
         ["metrics"] => "GET /metrics",
         ["admin", rest @ ..] => crate::admin::route_label(method, rest),
         ["callbacks", "card"] => "POST /callbacks/card",
+        ["callbacks", "qr_wallet"] => "POST /callbacks/qr_wallet",
+        ["callbacks", "app_wallet"] => "POST /callbacks/app_wallet",
+        ["callbacks", "bank_transfer"] => "POST /callbacks/bank_transfer",
         ["v1", rest @ ..] => match endpoint(method, rest) {
             Ok(Endpoint::CreatePayment) => "POST /v1/payments",
             Ok(Endpoint::ListPayments) => "GET /v1/payments",
@@ -77,8 +104,19 @@ fn route_label(method: &Method, path: &str) -> &'static str {
             Ok(Endpoint::CapturePayment(_)) => "POST /v1/payments/{id}/capture",
             Ok(Endpoint::CancelPayment(_)) => "POST /v1/payments/{id}/cancel",
             Ok(Endpoint::ConfirmPayment(_)) => "POST /v1/payments/{id}/confirm",
+            Ok(Endpoint::UndoPayment(_, kassa_actors::payment_order::UndoKind::CompleteRevert)) => {
+                "POST /v1/payments/{id}/complete_revert"
+            }
+            Ok(Endpoint::UndoPayment(_, kassa_actors::payment_order::UndoKind::Reversal)) => {
+                "POST /v1/payments/{id}/reverse"
+            }
             Ok(Endpoint::CreateRefund) => "POST /v1/refunds",
             Ok(Endpoint::GetRefund(_)) => "GET /v1/refunds/{id}",
+            Ok(Endpoint::CreateWallet) => "POST /v1/wallets",
+            Ok(Endpoint::GetWallet(_)) => "GET /v1/wallets/{id}",
+            Ok(Endpoint::TopUpWallet(_)) => "POST /v1/wallets/{id}/top_ups",
+            Ok(Endpoint::WithdrawFromWallet(_)) => "POST /v1/wallets/{id}/withdrawals",
+            Ok(Endpoint::ListWalletTransactions(_)) => "GET /v1/wallets/{id}/transactions",
             Err(_) => "unmatched",
         },
         _ => "unmatched",
@@ -143,10 +181,15 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Response<Body>,
                 return Err(method_not_allowed("POST"));
             }
             let body = body::read_limited(incoming, declared_len, limit).await?;
-            let (status, body) =
+            let (status, content_type, body) =
                 crate::routes::callbacks::receive(app, channel, path, &parts.headers, &body)
                     .await?;
-            Ok(json_response(status, body))
+            let mut response = json_response(status, body);
+            response.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static(content_type),
+            );
+            Ok(response)
         }
         ["admin", rest @ ..] => {
             crate::admin::route(
@@ -241,7 +284,19 @@ async fn dispatch(
         Endpoint::CapturePayment(id) => payments::capture(app, merchant, id, body).await,
         Endpoint::CancelPayment(id) => payments::cancel(app, merchant, id, body).await,
         Endpoint::ConfirmPayment(id) => payments::confirm(app, merchant, id, body).await,
+        Endpoint::UndoPayment(id, kind) => payments::undo(app, merchant, id, kind, body).await,
         Endpoint::CreateRefund => refunds::create(app, merchant, body, key).await,
         Endpoint::GetRefund(id) => refunds::retrieve(app, merchant, id).await,
+        Endpoint::CreateWallet => crate::routes::wallets::create(app, merchant, body, key).await,
+        Endpoint::GetWallet(id) => crate::routes::wallets::retrieve(app, merchant, id).await,
+        Endpoint::TopUpWallet(id) => {
+            crate::routes::wallets::top_up(app, merchant, id, body, key).await
+        }
+        Endpoint::WithdrawFromWallet(id) => {
+            crate::routes::wallets::withdraw(app, merchant, id, body, key).await
+        }
+        Endpoint::ListWalletTransactions(id) => {
+            crate::routes::wallets::transactions(app, merchant, id, query).await
+        }
     }
 }

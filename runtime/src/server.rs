@@ -1,7 +1,7 @@
 //! `run(listener, settings, shutdown)`: wires Kassa together and serves until `shutdown`.
 //!
-//! Start-up: store (journal) → master key → sandbox provider (embedded mode) → card channel
-//! → the supervision tree (`tree.rs`), whose children start in order: store watcher,
+//! Start-up: store (journal) → master key → sandbox provider (embedded mode) → the channels
+//! (`channels.rs`) → the supervision tree (`tree.rs`), whose children start in order: store watcher,
 //! channels, order shards, notifier, janitor (which re-drives orders a channel still owes an
 //! answer), and last the HTTP accept loop. Shutdown stops the tree in reverse: the front-end
 //! drains in-flight requests (bounded by `http.shutdown_grace_ms`), then the rest stop, then
@@ -14,13 +14,10 @@ use std::sync::Arc;
 
 use actix::Addr;
 use anyhow::Context as _;
-use kassa_actors::channel_port::CardPort;
 use kassa_actors::clock::{Clock, SystemClock};
 use kassa_actors::order_directory::OrderDirectory;
 use kassa_actors::payment_order::OrderDeps;
-use kassa_channels::card::CardChannel;
-use kassa_channels::sandbox::{self, Behaviour, SandboxConfig, SandboxHandle};
-use kassa_channels::{AdapterConfig, ChannelAdapter};
+use kassa_channels::sandbox::SandboxHandle;
 use kassa_config::Settings;
 use kassa_store::{SqliteConfig, SqliteStore, Store};
 use kassa_supervision::{EventBus, Supervisor, install_panic_hook, shutdown_and_wait};
@@ -134,67 +131,7 @@ async fn start(settings: Settings, listener: Arc<TcpListener>) -> anyhow::Result
     };
     let sealer = open_sealer(&settings)?;
 
-    let (sandbox, base_url) = if settings.channels.card.base_url.is_empty() {
-        let sb = &settings.sandbox;
-        let behaviour = Behaviour {
-            latency_ms_min: sb.latency_ms,
-            latency_ms_max: sb.latency_ms_max.max(sb.latency_ms),
-            error_rate_percent: sb.error_rate_percent,
-            rate_limit_rate_percent: sb.rate_limit_rate_percent,
-            timeout_rate_percent: sb.timeout_rate_percent,
-            seed: sb.seed,
-            callback_url: sb
-                .callbacks
-                .then(|| format!("http://{http_addr}/callbacks/card")),
-            callback_delay_ms_max: sb.callback_delay_ms_max,
-            duplicate_callback_rate_percent: sb.duplicate_callback_rate_percent,
-            ..Behaviour::default()
-        };
-        let handle = sandbox::start_with_behaviour(
-            SandboxConfig {
-                addr: settings.sandbox_addr()?,
-                ledger_path: Some(settings.sandbox_ledger_path()),
-                api_secret: settings.sandbox.api_secret.clone(),
-                latency_ms: 0,
-            },
-            behaviour,
-        )
-        .await
-        .context("starting the sandbox provider")?;
-        let url = handle.base_url();
-        tracing::info!(%url, "sandbox provider started");
-        (Some(handle), url)
-    } else {
-        (None, settings.channels.card.base_url.clone())
-    };
-    let card = &settings.channels.card;
-    let adapter = ChannelAdapter::new(
-        &base_url,
-        settings.sandbox.api_secret.clone(),
-        AdapterConfig {
-            request_timeout_ms: card.request_timeout_ms,
-            command_deadline_ms: card.command_deadline_ms,
-            retry_attempts_max: card.retry_attempts_max,
-            backoff_ms_min: card.backoff_ms_min,
-            backoff_ms_max: card.backoff_ms_max,
-            inflight_max: card.inflight_max,
-            rate_per_s: card.rate_per_s,
-            burst: card.burst,
-            rate_wait_ms_max: card.rate_wait_ms_max,
-            merchant_rate_per_s: (card.merchant_rate_per_s > 0).then_some(card.merchant_rate_per_s),
-            breaker_window_size: card.breaker_window_size,
-            breaker_min_calls: card.breaker_min_calls,
-            breaker_failure_rate_percent: card.breaker_failure_rate_percent,
-            breaker_open_ms: card.breaker_open_ms,
-            breaker_half_open_probes: card.breaker_half_open_probes,
-            ..AdapterConfig::default()
-        },
-    )
-    .context("configuring the card channel")?;
-    let channel = Arc::new(CardPort::new(
-        CardChannel::new(adapter.clone()),
-        tokio::runtime::Handle::current(),
-    ));
+    let sandbox = crate::channels::start_sandbox(&settings, http_addr).await?;
     let faults = settings.admin.faults_enabled.then(|| {
         tracing::warn!(
             "fault injection is enabled (admin.faults_enabled): for drills and tests only"
@@ -207,9 +144,15 @@ async fn start(settings: Settings, listener: Arc<TcpListener>) -> anyhow::Result
     };
 
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let channels = Arc::new(crate::channels::ports(
+        &settings,
+        sandbox.as_ref().map(|s| s.base_url()).as_deref(),
+        store.clone(),
+        clock.clone(),
+    )?);
     let deps = Arc::new(OrderDeps {
         store: store.clone(),
-        channel,
+        channels: channels.clone(),
         clock: clock.clone(),
         mailbox_capacity: settings.orders.mailbox_capacity,
         idle_ms: settings.orders.order_idle_ms,
@@ -223,7 +166,7 @@ async fn start(settings: Settings, listener: Arc<TcpListener>) -> anyhow::Result
     let app = Arc::new(App {
         metrics: Metrics::new(),
         faults,
-        card_adapter: adapter,
+        channels,
         merchants: Merchants::new(store.clone(), sealer),
         methods,
         idempotency: Idempotency::new(store.clone()),

@@ -4,7 +4,7 @@
 //! root (rest_for_one, 5 restarts / 60 s → the process exits non-zero)
 //! ├── store-writer   worker    permanent  watches the journal store
 //! ├── channels       one_for_one (3 / 5 s)
-//! │   └── card       worker    permanent  the card channel adapter
+//! │   └── card, qr_wallet, app_wallet, bank_transfer   workers, one per enabled channel
 //! ├── orders         one_for_one (10 / 10 s)
 //! │   └── shard-N    simple_one_for_one (100 / 10 s), order actors transient
 //! ├── notifier       one_for_all (3 / 5 s)  placeholder until the notifier work
@@ -293,6 +293,11 @@ pub fn root_spec(parts: TreeParts) -> SupervisorSpec {
                     .shard_spec(index, arbiter, order_deps.clone(), limits),
             );
     }
+    let mut channels =
+        SupervisorSpec::new("channels", Strategy::OneForOne).with_intensity(CHANNELS_INTENSITY);
+    for (name, _) in app.channels.adapters() {
+        channels = channels.with_child(worker_spec(name, &registry, || Box::new(Idle)));
+    }
     let store_app = app.clone();
     let janitor_app = app.clone();
     let http_app = app.clone();
@@ -305,11 +310,7 @@ pub fn root_spec(parts: TreeParts) -> SupervisorSpec {
                 failures: 0,
             })
         }))
-        .with_child(ChildSpec::supervisor(
-            SupervisorSpec::new("channels", Strategy::OneForOne)
-                .with_intensity(CHANNELS_INTENSITY)
-                .with_child(worker_spec("card", &registry, || Box::new(Idle))),
-        ))
+        .with_child(ChildSpec::supervisor(channels))
         .with_child(ChildSpec::supervisor(orders))
         .with_child(ChildSpec::supervisor(
             SupervisorSpec::new("notifier", Strategy::OneForAll)

@@ -8,12 +8,14 @@
 //!
 //! # Layout
 //! - `lib.rs`    — the [`Store`] trait and the record types every backend shares.
+//! - `wallet.rs` — the stored-value wallet's records ([`WalletRecord`], [`WalletMove`],
+//!   [`WalletMovement`], [`WalletMoveOutcome`]).
 //! - `sqlite.rs` — the embedded backend ([`SqliteStore`], [`SqliteConfig`]): one
 //!   writer thread that group-commits many appends per transaction, and a small
 //!   pool of read connections (WAL). Its parts live in `sqlite/`: `schema.rs`
 //!   (connections, migrations), `writer.rs` (the writer thread and its batches),
 //!   `write_ops.rs` (each write's statements), `reader.rs` (the read pool and
-//!   every query).
+//!   every query), `wallets.rs` (the wallet statements, both sides).
 //!
 //! # Invariants every backend keeps
 //! - `(order_id, seq)` is unique and gap-free per order: an [`Append`] whose
@@ -25,12 +27,19 @@
 //! - A write future resolves `Ok` only after its transaction is durable
 //!   (committed with `synchronous=FULL` on SQLite).
 //! - One failed write never fails the other writes that share its group commit.
+//! - A wallet's balance is the sum of its movements and never negative; a move is
+//!   checked, journaled and applied in one transaction, at most once per key.
 
 use futures::future::BoxFuture;
 
 pub mod sqlite;
+pub mod wallet;
 
 pub use sqlite::{SqliteConfig, SqliteStore};
+pub use wallet::{
+    WALLET_MOVE_KEY_BYTES_MAX, WalletMove, WalletMoveOutcome, WalletMovement, WalletMovementKind,
+    WalletRecord,
+};
 
 /// Milliseconds since the Unix epoch.
 pub type UnixMs = i64;
@@ -160,7 +169,7 @@ pub struct Page<T> {
 pub struct StoreStats {
     /// Transactions committed by the writer.
     pub commits: u64,
-    /// Write operations (appends, merchant and idempotency writes) committed.
+    /// Write operations (appends, merchant, idempotency and wallet writes) committed.
     pub writes: u64,
     /// Largest number of writes that shared one commit.
     pub batch_writes_max: u64,
@@ -180,6 +189,13 @@ pub enum StoreError {
     Corrupt(String),
     #[error("a cursor names an object that does not exist: {0}")]
     UnknownCursor(String),
+    /// An insert whose id is already taken (e.g. `create_wallet`).
+    #[error("already exists: {0}")]
+    Conflict(String),
+    /// A write would take a stored number past what the store can hold (a wallet balance
+    /// past `i64::MAX` minor units).
+    #[error("limit exceeded: {0}")]
+    LimitExceeded(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -246,6 +262,41 @@ pub trait Store: Send + Sync + 'static {
     ) -> BoxFuture<'static, StoreResult<IdempotencyRecord>>;
     /// Delete idempotency records created before `before_ms`; returns how many.
     fn purge_idempotency(&self, before_ms: UnixMs) -> BoxFuture<'static, StoreResult<u64>>;
+
+    /// Insert a wallet (its `balance_minor` must be 0); an existing id is
+    /// [`StoreError::Conflict`].
+    fn create_wallet(&self, wallet: WalletRecord) -> BoxFuture<'static, StoreResult<()>>;
+    /// The wallet, if it exists and belongs to `merchant_id`.
+    fn get_wallet(
+        &self,
+        merchant_id: &str,
+        id: &str,
+    ) -> BoxFuture<'static, StoreResult<Option<WalletRecord>>>;
+    /// Moves money in or out of a wallet in ONE transaction: idempotent by key, a debit never
+    /// takes the balance below zero, and the merchant must own the wallet. See
+    /// [`WalletMoveOutcome`]. A non-positive amount or an over-long key is a caller bug
+    /// (`Corrupt`), refused before queueing.
+    fn move_wallet(
+        &self,
+        wallet_move: WalletMove,
+    ) -> BoxFuture<'static, StoreResult<WalletMoveOutcome>>;
+    /// The movement made under `key`, if any.
+    fn wallet_movement(&self, key: &str)
+    -> BoxFuture<'static, StoreResult<Option<WalletMovement>>>;
+    /// Settles a key whose move's outcome is unknown (e.g. after a crash): the movement made
+    /// under it if there is one; otherwise the key is closed for good (a later move with it is
+    /// [`WalletMoveOutcome::KeyClosed`]) and the answer is `None`. Idempotent.
+    fn close_wallet_key(
+        &self,
+        key: &str,
+    ) -> BoxFuture<'static, StoreResult<Option<WalletMovement>>>;
+    /// One page of a wallet's movements, newest first; cursors are movement keys of that
+    /// wallet (another key is [`StoreError::UnknownCursor`]). The caller checks ownership.
+    fn list_wallet_movements(
+        &self,
+        wallet_id: &str,
+        query: ListQuery,
+    ) -> BoxFuture<'static, StoreResult<Page<WalletMovement>>>;
 
     fn stats(&self) -> StoreStats;
     /// Stop taking writes, commit everything queued, and close. Idempotent.

@@ -1,7 +1,7 @@
 //! The embedded backend: one SQLite file in WAL mode.
 //!
 //! # Writes: one thread, group commit
-//! Every write (append, merchant, idempotency) goes through a bounded queue
+//! Every write (append, merchant, idempotency, wallet) goes through a bounded queue
 //! (`write_queue_max`) to one thread, `kassa-store-writer`, which owns the only
 //! read-write connection. A full queue fails the write at once with
 //! [`StoreError::Overloaded`]; an async caller never blocks on the store. The
@@ -27,6 +27,7 @@
 
 mod reader;
 mod schema;
+mod wallets;
 mod write_ops;
 mod writer;
 
@@ -44,6 +45,7 @@ use tokio::sync::oneshot;
 use crate::{
     Append, AppendError, IdempotencyRecord, JournalEntry, ListQuery, MerchantRecord, MethodRecord,
     Page, PaymentRow, RefundRow, Store, StoreError, StoreResult, StoreStats, UnixMs,
+    WALLET_MOVE_KEY_BYTES_MAX, WalletMove, WalletMoveOutcome, WalletMovement, WalletRecord,
 };
 use writer::{Counters, WriteRequest, Writer};
 
@@ -293,6 +295,39 @@ fn i64_from_seq(seq: u64) -> StoreResult<i64> {
     i64::try_from(seq).map_err(|_| StoreError::Corrupt(format!("seq {seq} exceeds i64")))
 }
 
+/// A new wallet starts empty: money only enters through a journaled movement.
+fn check_new_wallet(wallet: &WalletRecord) -> StoreResult<()> {
+    if wallet.balance_minor != 0 {
+        return Err(StoreError::Corrupt(format!(
+            "wallet {}: a new wallet's balance must be 0; credit it with a top-up move",
+            wallet.id
+        )));
+    }
+    Ok(())
+}
+
+/// A move's amount is positive and its key fits; a violation is a caller bug.
+fn check_move(wallet_move: &WalletMove) -> StoreResult<()> {
+    check_wallet_key(&wallet_move.key)?;
+    if wallet_move.amount_minor <= 0 {
+        return Err(StoreError::Corrupt(format!(
+            "wallet {}: a move's amount must be positive, got {}",
+            wallet_move.wallet_id, wallet_move.amount_minor
+        )));
+    }
+    Ok(())
+}
+
+fn check_wallet_key(key: &str) -> StoreResult<()> {
+    if key.is_empty() || key.len() > WALLET_MOVE_KEY_BYTES_MAX {
+        return Err(StoreError::Corrupt(format!(
+            "a wallet move key must be 1 to {WALLET_MOVE_KEY_BYTES_MAX} bytes, got {}",
+            key.len()
+        )));
+    }
+    Ok(())
+}
+
 /// A SQLite failure with what was being done. rusqlite's messages name
 /// constraints and columns, never values, so no row body leaks through here.
 fn backend(context: impl std::fmt::Display, error: rusqlite::Error) -> StoreError {
@@ -405,6 +440,60 @@ impl Store for SqliteStore {
             }
         }
         .boxed()
+    }
+
+    fn create_wallet(&self, wallet: WalletRecord) -> BoxFuture<'static, StoreResult<()>> {
+        if let Err(e) = check_new_wallet(&wallet) {
+            return ready(Err(e)).boxed();
+        }
+        self.write(|reply| WriteRequest::CreateWallet { wallet, reply })
+    }
+
+    fn get_wallet(
+        &self,
+        merchant_id: &str,
+        id: &str,
+    ) -> BoxFuture<'static, StoreResult<Option<WalletRecord>>> {
+        let (merchant_id, id) = (merchant_id.to_owned(), id.to_owned());
+        self.read(move |conn| wallets::get_wallet(conn, &merchant_id, &id))
+    }
+
+    fn move_wallet(
+        &self,
+        wallet_move: WalletMove,
+    ) -> BoxFuture<'static, StoreResult<WalletMoveOutcome>> {
+        if let Err(e) = check_move(&wallet_move) {
+            return ready(Err(e)).boxed();
+        }
+        self.write(|reply| WriteRequest::MoveWallet { wallet_move, reply })
+    }
+
+    fn wallet_movement(
+        &self,
+        key: &str,
+    ) -> BoxFuture<'static, StoreResult<Option<WalletMovement>>> {
+        let key = key.to_owned();
+        self.read(move |conn| wallets::wallet_movement(conn, &key))
+    }
+
+    fn close_wallet_key(
+        &self,
+        key: &str,
+    ) -> BoxFuture<'static, StoreResult<Option<WalletMovement>>> {
+        if let Err(e) = check_wallet_key(key) {
+            return ready(Err(e)).boxed();
+        }
+        let key = key.to_owned();
+        self.write(|reply| WriteRequest::CloseWalletKey { key, reply })
+    }
+
+    fn list_wallet_movements(
+        &self,
+        wallet_id: &str,
+        query: ListQuery,
+    ) -> BoxFuture<'static, StoreResult<Page<WalletMovement>>> {
+        let wallet_id = wallet_id.to_owned();
+        self.read(move |conn| wallets::list_wallet_movements(conn, &wallet_id, &query))
     }
 
     fn stats(&self) -> StoreStats {

@@ -16,13 +16,15 @@ fn new_payment(capture: CaptureMode) -> NewPayment {
         amount: usd(1_000),
         method: Method::Card,
         capture,
-        card: CardSummary {
+        card: Some(CardSummary {
             brand: "visa".into(),
             bin: "424242".into(),
             last4: "4242".into(),
             exp_month: 12,
             exp_year: 2030,
-        },
+        }),
+        bank_account: None,
+        wallet_id: None,
         description: None,
         metadata: BTreeMap::new(),
         fingerprint: "fp".into(),
@@ -39,11 +41,19 @@ enum Op {
     Refund(Option<i64>),
     RefundOutcome(usize, bool),
     Recreate(bool),
+    Uncapture,
+    UncaptureOutcome(bool),
+    Reverse,
+    ReverseOutcome(bool),
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        (0u8..5).prop_map(Op::Charge),
+        (0u8..6).prop_map(Op::Charge),
+        Just(Op::Uncapture),
+        any::<bool>().prop_map(Op::UncaptureOutcome),
+        Just(Op::Reverse),
+        any::<bool>().prop_map(Op::ReverseOutcome),
         proptest::option::of(1i64..1_200).prop_map(Op::Capture),
         any::<bool>().prop_map(Op::CaptureOutcome),
         Just(Op::Cancel),
@@ -68,7 +78,18 @@ fn command(op: &Op, p: &Payment, n: usize) -> Command {
             provider_ref: "ch".into(),
             redirect_url: "https://issuer.example/challenge".into(),
         }),
-        Op::Charge(_) => Command::ChargeOutcome(ChargeOutcome::NeverCharged),
+        Op::Charge(4) => Command::ChargeOutcome(ChargeOutcome::NeverCharged),
+        Op::Charge(_) => Command::ChargeOutcome(ChargeOutcome::Submitted {
+            provider_ref: "tr".into(),
+        }),
+        Op::Uncapture => Command::Uncapture,
+        Op::UncaptureOutcome(ok) => {
+            Command::UncaptureOutcome(if *ok { Ok(()) } else { Err(failure()) })
+        }
+        Op::Reverse => Command::Reverse,
+        Op::ReverseOutcome(ok) => {
+            Command::ReverseOutcome(if *ok { Ok(()) } else { Err(failure()) })
+        }
         Op::Capture(amount) => Command::Capture {
             amount: amount.map(usd),
         },
@@ -99,7 +120,7 @@ fn command(op: &Op, p: &Payment, n: usize) -> Command {
             if !same {
                 again.fingerprint = "other".into();
             }
-            Command::Create(again)
+            Command::Create(Box::new(again))
         }
     }
 }
@@ -110,18 +131,23 @@ proptest! {
     #[test]
     fn no_sequence_breaks_the_invariants(manual in any::<bool>(), ops in proptest::collection::vec(op(), 0..60)) {
         let capture = if manual { CaptureMode::Manual } else { CaptureMode::Automatic };
-        let mut journal = decide(None, &Command::Create(new_payment(capture))).unwrap();
+        let mut journal = decide(None, &Command::Create(Box::new(new_payment(capture)))).unwrap();
         let mut state = apply(None, &journal[0], 1, 0).unwrap();
         for (n, op) in ops.iter().enumerate() {
             let before = state.clone();
             let Ok(events) = decide(Some(&state), &command(op, &state, n)) else { continue };
+            let undone = events.iter().any(|e| matches!(e, Event::Uncaptured | Event::Reversed));
             for event in events {
                 let seq = state.seq + 1;
                 state = apply(Some(state), &event, seq, n as i64 + 1)
                     .map_err(|e| TestCaseError::fail(format!("{op:?}: {e}")))?;
                 journal.push(event);
             }
-            // Never leave a terminal status, never skip one.
+            // Never leave a terminal status, never skip one; a success is left only by an
+            // explicit complete_revert or reversal.
+            if before.status == PaymentStatus::Succeeded && state.status != before.status {
+                prop_assert!(undone, "succeeded left without a revert or reversal");
+            }
             if before.status.is_terminal() {
                 prop_assert_eq!(state.status, before.status);
             } else if state.status != before.status {
@@ -145,7 +171,11 @@ proptest! {
 }
 
 fn succeeded() -> Payment {
-    let created = decide(None, &Command::Create(new_payment(CaptureMode::Automatic))).unwrap();
+    let created = decide(
+        None,
+        &Command::Create(Box::new(new_payment(CaptureMode::Automatic))),
+    )
+    .unwrap();
     let p = apply(None, &created[0], 1, 0).unwrap();
     let ok = ChargeOutcome::Succeeded {
         provider_ref: "ch".into(),
@@ -206,7 +236,11 @@ fn replay_refuses_an_event_that_does_not_fit() {
 
 #[test]
 fn capture_more_than_authorized_is_refused() {
-    let created = decide(None, &Command::Create(new_payment(CaptureMode::Manual))).unwrap();
+    let created = decide(
+        None,
+        &Command::Create(Box::new(new_payment(CaptureMode::Manual))),
+    )
+    .unwrap();
     let p = apply(None, &created[0], 1, 0).unwrap();
     let auth = decide(
         Some(&p),
@@ -235,4 +269,163 @@ fn capture_more_than_authorized_is_refused() {
         .len(),
         1
     );
+}
+
+fn step(p: Payment, command: Command) -> Result<Payment, Rejection> {
+    let mut p = p;
+    for event in decide(Some(&p), &command)? {
+        let seq = p.seq + 1;
+        p = apply(Some(p), &event, seq, seq as i64).unwrap();
+    }
+    Ok(p)
+}
+
+fn preauthorized() -> Payment {
+    let created = decide(
+        None,
+        &Command::Create(Box::new(new_payment(CaptureMode::Manual))),
+    )
+    .unwrap();
+    let p = apply(None, &created[0], 1, 0).unwrap();
+    step(
+        p,
+        Command::ChargeOutcome(ChargeOutcome::Authorized {
+            provider_ref: "a".into(),
+        }),
+    )
+    .unwrap()
+}
+
+fn completed(amount: i64) -> Payment {
+    let p = step(
+        preauthorized(),
+        Command::Capture {
+            amount: Some(usd(amount)),
+        },
+    )
+    .unwrap();
+    step(p, Command::CaptureOutcome(Ok("cap".into()))).unwrap()
+}
+
+#[test]
+fn complete_revert_returns_to_authorized_and_completes_again_under_a_new_key() {
+    let p = completed(600);
+    assert_eq!(p.status, PaymentStatus::Succeeded);
+    assert_eq!(p.capture_key(), "pay_test.capture");
+    let p = step(p, Command::Uncapture).unwrap();
+    assert_eq!(p.pending, Some(PendingOp::Uncapture));
+    assert_eq!(p.uncapture_key(), "pay_test.uncapture.1");
+    // Nothing else while the revert is in flight.
+    assert!(matches!(
+        step(p.clone(), Command::Reverse),
+        Err(Rejection::InProgress { .. })
+    ));
+    let p = step(p, Command::UncaptureOutcome(Ok(()))).unwrap();
+    assert_eq!(p.status, PaymentStatus::Authorized);
+    assert!(p.amount_captured.is_zero());
+    let p = step(
+        p,
+        Command::Capture {
+            amount: Some(usd(1_000)),
+        },
+    )
+    .unwrap();
+    assert_eq!(p.capture_key(), "pay_test.capture.2");
+    let p = step(p, Command::CaptureOutcome(Ok("cap2".into()))).unwrap();
+    assert_eq!(p.amount_captured, usd(1_000));
+}
+
+#[test]
+fn complete_revert_is_refused_where_it_does_not_apply() {
+    // Not completed yet.
+    assert!(matches!(
+        step(preauthorized(), Command::Uncapture),
+        Err(Rejection::UnexpectedState { .. })
+    ));
+    // An automatic capture is not a pre-authorisation.
+    assert!(matches!(
+        step(succeeded(), Command::Uncapture),
+        Err(Rejection::NotPreauth { .. })
+    ));
+    // After a refund.
+    let p = step(
+        completed(600),
+        Command::Refund(NewRefund {
+            id: "re_1".into(),
+            amount: Some(usd(100)),
+            reason: None,
+            metadata: BTreeMap::new(),
+            fingerprint: String::new(),
+        }),
+    )
+    .unwrap();
+    assert!(matches!(
+        step(p.clone(), Command::Uncapture),
+        Err(Rejection::HasRefunds { .. })
+    ));
+    // A failed revert leaves the completion in place.
+    let p = step(completed(600), Command::Uncapture).unwrap();
+    let p = step(
+        p,
+        Command::UncaptureOutcome(Err(Failure::new("charge_not_revertible", "late"))),
+    )
+    .unwrap();
+    assert_eq!(p.status, PaymentStatus::Succeeded);
+    assert_eq!(p.amount_captured, usd(600));
+}
+
+#[test]
+fn reversal_undoes_an_authorisation_a_capture_or_an_unknown_charge() {
+    let p = step(preauthorized(), Command::Reverse).unwrap();
+    let p = step(p, Command::ReverseOutcome(Ok(()))).unwrap();
+    assert_eq!((p.status, p.reversed), (PaymentStatus::Canceled, true));
+
+    let p = step(succeeded(), Command::Reverse).unwrap();
+    let p = step(p, Command::ReverseOutcome(Ok(()))).unwrap();
+    assert_eq!(p.status, PaymentStatus::Canceled);
+    assert!(p.amount_captured.is_zero());
+
+    // Outcome unknown: the charge's answer may arrive first; the reversal still goes ahead.
+    let created = decide(
+        None,
+        &Command::Create(Box::new(new_payment(CaptureMode::Automatic))),
+    )
+    .unwrap();
+    let p = apply(None, &created[0], 1, 0).unwrap();
+    let p = step(p, Command::Reverse).unwrap();
+    let p = step(
+        p,
+        Command::ChargeOutcome(ChargeOutcome::Succeeded {
+            provider_ref: "ch".into(),
+        }),
+    )
+    .unwrap();
+    assert_eq!(p.pending, Some(PendingOp::Reverse));
+    let p = step(p, Command::ReverseOutcome(Ok(()))).unwrap();
+    assert_eq!(p.status, PaymentStatus::Canceled);
+}
+
+#[test]
+fn reversal_is_refused_after_refunds_and_on_final_states() {
+    let p = step(
+        succeeded(),
+        Command::Refund(NewRefund {
+            id: "re_1".into(),
+            amount: Some(usd(100)),
+            reason: None,
+            metadata: BTreeMap::new(),
+            fingerprint: String::new(),
+        }),
+    )
+    .unwrap();
+    assert!(matches!(
+        step(p, Command::Reverse),
+        Err(Rejection::HasRefunds { .. })
+    ));
+    let p = step(preauthorized(), Command::Cancel).unwrap();
+    let p = step(p, Command::CancelOutcome(Ok(()))).unwrap();
+    assert!(matches!(
+        step(p, Command::Reverse),
+        Err(Rejection::UnexpectedState { .. })
+    ));
 }

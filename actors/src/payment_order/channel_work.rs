@@ -3,14 +3,12 @@
 
 use std::time::Duration;
 
-use actix::prelude::*;
-use kassa_channels::card::CardData;
-
 use super::{Outcome, PaymentOrder, Work};
-use crate::channel_port::{CallError, ChargeCall};
+use crate::channel_port::{CallError, ChargeCall, Instrument, RefundCall};
 use crate::payment::{
     CaptureMode, ChargeOutcome, Command, Event, PaymentStatus, PendingOp, RefundStatus,
 };
+use actix::prelude::*;
 
 impl PaymentOrder {
     pub(super) fn start_channel_work(&mut self, events: &[Event], ctx: &mut Context<Self>) {
@@ -18,15 +16,34 @@ impl PaymentOrder {
             match event {
                 Event::CaptureRequested { .. } => self.drive(Work::Capture, ctx),
                 Event::CancelRequested => self.drive(Work::Cancel, ctx),
+                Event::UncaptureRequested => self.drive(Work::Uncapture, ctx),
+                Event::ReversalRequested => self.drive(Work::Reverse, ctx),
                 Event::RefundRequested { id, .. } => self.drive(Work::Refund(id.clone()), ctx),
+                // The customer pays (or the bank settles) later: ask the channel on the
+                // re-drive schedule, so a lost callback never leaves the order waiting.
+                Event::ActionRequired { .. } | Event::Submitted { .. } => {
+                    self.schedule_redrive(ctx)
+                }
+                // A cancel that lost the race to the customer's payment: learn the payment.
+                Event::CancelFailed { .. } => {
+                    if self
+                        .state
+                        .as_ref()
+                        .is_some_and(|p| p.status == PaymentStatus::RequiresAction)
+                    {
+                        self.drive(Work::Charge, ctx);
+                    }
+                }
                 Event::Created { .. }
                 | Event::Authorized { .. }
-                | Event::ActionRequired { .. }
                 | Event::Captured { .. }
                 | Event::Failed { .. }
                 | Event::CaptureFailed { .. }
                 | Event::Canceled
-                | Event::CancelFailed { .. }
+                | Event::Uncaptured
+                | Event::UncaptureFailed { .. }
+                | Event::Reversed
+                | Event::ReversalFailed { .. }
                 | Event::RefundSucceeded { .. }
                 | Event::RefundFailed { .. } => {}
             }
@@ -35,22 +52,29 @@ impl PaymentOrder {
 
     pub(super) fn charge(
         &mut self,
-        card: CardData,
+        instrument: Instrument,
         admission: Option<crate::channel_port::Admission>,
         ctx: &mut Context<Self>,
     ) {
+        let port = self.port();
         let Some(p) = &self.state else { return };
         if !self.in_flight.insert(Work::Charge) {
             return;
         }
         let call = ChargeCall {
             order_id: p.id.clone(),
+            merchant_id: p.merchant_id.clone(),
             amount: p.amount,
             capture: p.capture == CaptureMode::Automatic,
-            card,
+            instrument,
+            description: p
+                .description
+                .clone()
+                .unwrap_or_else(|| p.merchant_order_id.clone()),
+            wallet_id: p.wallet_id.clone(),
             admission,
         };
-        let sent = self.deps.channel.charge(call);
+        let sent = port.charge(call);
         ctx.spawn(sent.into_actor(self).map(|answer, act, ctx| {
             act.in_flight.remove(&Work::Charge);
             let answer = match answer {
@@ -67,11 +91,12 @@ impl PaymentOrder {
 
     /// Sends (again) the channel call for `work`, with the same idempotency key as ever.
     pub(super) fn drive(&mut self, work: Work, ctx: &mut Context<Self>) {
+        let port = self.port();
         let Some(p) = &self.state else { return };
         if self.in_flight.contains(&work) {
             return;
         }
-        let channel = &self.deps.channel;
+        let channel = &port;
         let provider_ref = p.provider_ref.clone().unwrap_or_default();
         let call: futures::future::BoxFuture<'static, Result<Command, CallError>> =
             match (&work, &p.pending) {
@@ -87,7 +112,7 @@ impl PaymentOrder {
                     })
                 }
                 (Work::Capture, Some(PendingOp::Capture { amount })) => {
-                    let sent = channel.capture(format!("{}.capture", p.id), provider_ref, *amount);
+                    let sent = channel.capture(p.capture_key(), provider_ref, *amount);
                     Box::pin(async move {
                         match sent.await {
                             Ok(reference) => Ok(Command::CaptureOutcome(Ok(reference))),
@@ -97,11 +122,32 @@ impl PaymentOrder {
                     })
                 }
                 (Work::Cancel, Some(PendingOp::Cancel)) => {
-                    let sent = channel.void(format!("{}.cancel", p.id), provider_ref);
+                    let sent = channel.void(p.cancel_key(), p.id.clone(), provider_ref);
                     Box::pin(async move {
                         match sent.await {
                             Ok(()) => Ok(Command::CancelOutcome(Ok(()))),
                             Err(CallError::Refused(f)) => Ok(Command::CancelOutcome(Err(f))),
+                            Err(e) => Err(e),
+                        }
+                    })
+                }
+                (Work::Uncapture, Some(PendingOp::Uncapture)) => {
+                    let sent = channel.uncapture(p.uncapture_key(), provider_ref);
+                    Box::pin(async move {
+                        match sent.await {
+                            Ok(()) => Ok(Command::UncaptureOutcome(Ok(()))),
+                            Err(CallError::Refused(f)) => Ok(Command::UncaptureOutcome(Err(f))),
+                            Err(e) => Err(e),
+                        }
+                    })
+                }
+                (Work::Reverse, Some(PendingOp::Reverse)) => {
+                    let sent =
+                        channel.reverse(p.reverse_key(), p.id.clone(), p.provider_ref.clone());
+                    Box::pin(async move {
+                        match sent.await {
+                            Ok(()) => Ok(Command::ReverseOutcome(Ok(()))),
+                            Err(CallError::Refused(f)) => Ok(Command::ReverseOutcome(Err(f))),
                             Err(e) => Err(e),
                         }
                     })
@@ -112,7 +158,12 @@ impl PaymentOrder {
                         return;
                     };
                     let refund_id = id.clone();
-                    let sent = channel.refund(refund_id.clone(), provider_ref, refund.amount);
+                    let sent = channel.refund(RefundCall {
+                        key: refund_id.clone(),
+                        merchant_id: p.merchant_id.clone(),
+                        provider_ref,
+                        amount: refund.amount,
+                    });
                     Box::pin(async move {
                         match sent.await {
                             Ok(reference) => Ok(Command::RefundOutcome {
@@ -127,7 +178,7 @@ impl PaymentOrder {
                         }
                     })
                 }
-                (Work::Capture | Work::Cancel, _) => return,
+                (Work::Capture | Work::Cancel | Work::Uncapture | Work::Reverse, _) => return,
             };
         self.in_flight.insert(work.clone());
         ctx.spawn(call.into_actor(self).map(move |answer, act, ctx| {
@@ -178,12 +229,17 @@ impl PaymentOrder {
     pub(super) fn redrive(&mut self, ctx: &mut Context<Self>) {
         let Some(p) = &self.state else { return };
         let mut owed = Vec::new();
-        if p.status == PaymentStatus::Processing {
+        if matches!(
+            p.status,
+            PaymentStatus::Processing | PaymentStatus::RequiresAction
+        ) {
             owed.push(Work::Charge);
         }
         match &p.pending {
             Some(PendingOp::Capture { .. }) => owed.push(Work::Capture),
             Some(PendingOp::Cancel) => owed.push(Work::Cancel),
+            Some(PendingOp::Uncapture) => owed.push(Work::Uncapture),
+            Some(PendingOp::Reverse) => owed.push(Work::Reverse),
             None => {}
         }
         owed.extend(

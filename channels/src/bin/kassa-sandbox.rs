@@ -7,7 +7,9 @@
 //!
 //! The behaviour starts from `--behaviour FILE` (JSON, the shape of `GET /sandbox/behaviour`)
 //! or the default, and each behaviour flag given overrides its field. It can be replaced while
-//! running with `PUT /sandbox/behaviour`.
+//! running with `PUT /sandbox/behaviour`. Those are the card channel's; each asynchronous
+//! channel's starts from `--channel-behaviour CHANNEL=FILE` (e.g. `qr_wallet=qr.json`;
+//! repeatable) or the default, and is replaced with `PUT /sandbox/channels/{channel}/behaviour`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -32,11 +34,16 @@ struct Args {
     /// The behaviour as a JSON file; flags below override its fields.
     #[arg(long, value_name = "FILE")]
     behaviour: Option<PathBuf>,
+    /// One channel's behaviour as a JSON file (`qr_wallet`, `app_wallet`, `bank_transfer`;
+    /// `card` replaces the behaviour above). Repeatable.
+    #[arg(long, value_name = "CHANNEL=FILE")]
+    channel_behaviour: Vec<String>,
     #[command(flatten)]
     overrides: BehaviourFlags,
 }
 
-/// One flag per [`Behaviour`] field.
+/// One flag per [`Behaviour`] field the card channel uses (the asynchronous channels' fields
+/// go in their `--channel-behaviour` files).
 #[derive(Debug, clap::Args)]
 struct BehaviourFlags {
     #[arg(long)]
@@ -114,6 +121,14 @@ impl BehaviourFlags {
     }
 }
 
+/// A behaviour JSON file.
+fn read_behaviour(path: &Path) -> anyhow::Result<Behaviour> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the behaviour file {}", path.display()))?;
+    serde_json::from_str(&text)
+        .with_context(|| format!("parsing the behaviour file {}", path.display()))
+}
+
 /// The behaviour file (or the default), then `--latency-ms`, then each behaviour flag given.
 fn load_behaviour(
     file: Option<&Path>,
@@ -121,12 +136,7 @@ fn load_behaviour(
     overrides: BehaviourFlags,
 ) -> anyhow::Result<Behaviour> {
     let mut behaviour = match file {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading the behaviour file {}", path.display()))?;
-            serde_json::from_str(&text)
-                .with_context(|| format!("parsing the behaviour file {}", path.display()))?
-        }
+        Some(path) => read_behaviour(path)?,
         None => Behaviour::default(),
     };
     if let Some(latency_ms) = latency_ms {
@@ -151,6 +161,7 @@ async fn main() -> anyhow::Result<()> {
         ledger,
         latency_ms,
         behaviour,
+        channel_behaviour,
         overrides,
     } = Args::parse();
     let behaviour = load_behaviour(behaviour.as_deref(), latency_ms, overrides)?;
@@ -172,6 +183,15 @@ async fn main() -> anyhow::Result<()> {
     )
     .await
     .context("starting the sandbox")?;
+    for spec in channel_behaviour {
+        let (channel, file) = spec
+            .split_once('=')
+            .with_context(|| format!("--channel-behaviour {spec:?} is not CHANNEL=FILE"))?;
+        let behaviour = read_behaviour(Path::new(file))?;
+        handle
+            .set_channel_behaviour(channel, behaviour)
+            .with_context(|| format!("the behaviour of channel {channel:?}"))?;
+    }
     println!("kassa-sandbox listening on {}", handle.base_url());
     tokio::signal::ctrl_c()
         .await

@@ -137,6 +137,39 @@ mod tests {
     }
 
     #[test]
+    fn a_reversal_is_reported_and_an_older_provider_reports_none() {
+        let older = body("succeeded");
+        let report = decode(
+            "http://sandbox",
+            SECRET,
+            Some(&signed(&older, 1_000)),
+            "/callbacks/card",
+            &older,
+            1_000,
+        )
+        .unwrap();
+        assert!(
+            !report.charge.reversed,
+            "no `reversed` field means not reversed"
+        );
+        let reversed = String::from_utf8(body("succeeded"))
+            .unwrap()
+            .replace(r#""voided":false"#, r#""voided":false,"reversed":true"#)
+            .into_bytes();
+        let report = decode(
+            "http://sandbox",
+            SECRET,
+            Some(&signed(&reversed, 1_000)),
+            "/callbacks/card",
+            &reversed,
+            1_000,
+        )
+        .unwrap();
+        assert!(report.charge.reversed);
+        assert_eq!(report.charge.captured_minor, 1_000);
+    }
+
+    #[test]
     fn unsigned_tampered_stale_and_foreign_reports_are_refused() {
         let b = body("succeeded");
         let header = signed(&b, 1_000);

@@ -30,7 +30,8 @@ pub(crate) struct CaptureBody<'a> {
     pub amount_minor: i64,
 }
 
-/// `POST /card/v1/charges/{id}/void` and `POST /card/v1/charges/resolve`.
+/// `POST /card/v1/charges/{id}/void`, `…/uncapture`, `…/reverse` and
+/// `POST /card/v1/charges/resolve`.
 #[derive(Serialize)]
 pub(crate) struct KeyBody<'a> {
     pub idempotency_key: &'a str,
@@ -67,6 +68,9 @@ pub(crate) struct ChargeResponse {
     pub refunded_minor: i64,
     pub currency: String,
     pub voided: bool,
+    /// Absent from providers (and callbacks) that predate reversals: then nothing was reversed.
+    #[serde(default)]
+    pub reversed: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -155,6 +159,7 @@ impl ChargeResponse {
         let captured_minor = self.captured_minor;
         let refunded_minor = self.refunded_minor;
         let voided = self.voided;
+        let reversed = self.reversed;
         let currency = self.currency.clone();
         let outcome = self.into_outcome(base_url)?;
         Ok(ResolvedCharge {
@@ -164,6 +169,7 @@ impl ChargeResponse {
             captured_minor,
             refunded_minor,
             voided,
+            reversed,
         })
     }
 }

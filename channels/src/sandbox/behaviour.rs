@@ -8,6 +8,11 @@
 //! 500/502/503, `[error, error + rate_limit)` a 429, `[…, … + timeout)` a held connection, the
 //! rest is served. The three rates are therefore exact, disjoint shares of the traffic, and
 //! their sum may not exceed 100.
+//!
+//! Each channel (`card`, `qr_wallet`, `app_wallet`, `bank_transfer`) has its own behaviour and
+//! its own RNG, so one channel's chaos never shifts another's draws. The fields under
+//! "asynchronous channels" mean nothing to the card channel; the card channel draws exactly as
+//! it did before they existed.
 
 use std::time::Duration;
 
@@ -17,13 +22,18 @@ use serde::{Deserialize, Serialize};
 pub const LATENCY_MS_LIMIT: u64 = 60_000;
 /// The largest callback delay a behaviour may ask for.
 pub const CALLBACK_DELAY_MS_LIMIT: u64 = 600_000;
+/// The largest settle delay a behaviour may ask for.
+pub const SETTLE_DELAY_MS_LIMIT: u64 = 600_000;
 /// The longest `callback_url` accepted.
 pub const CALLBACK_URL_LEN_MAX: usize = 2_048;
 
 /// A channel's configurable behaviour. The default is a well-behaved provider: no latency, no
-/// faults, no callbacks. JSON: every field optional (missing means its default), unknown fields
-/// refused.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// faults, no callbacks; asynchronous orders wait for their customer (`auto_settle: false`), a
+/// bank settles at once (`settle_delay_ms_*: 0`) and announces every outcome it has a
+/// `callback_url` for (`callback_rate_percent: 100`). JSON: every field optional (missing
+/// means its default), unknown fields refused. In an asynchronous channel's behaviour, "card
+/// calls" below means that channel's calls.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Behaviour {
     /// Latency added to each card answer, drawn uniformly in `[min, max]`, after the work.
@@ -53,6 +63,45 @@ pub struct Behaviour {
     pub callback_delay_ms_max: u64,
     /// Share of callbacks sent twice (the copy with its own delay and the same event id).
     pub duplicate_callback_rate_percent: u32,
+    /// Asynchronous channels (`qr_wallet`, `app_wallet`): when `true`, the wallet decides a new
+    /// order by itself after the settle delay, by the test-amount rule, as if the customer had
+    /// acted; when `false` (the default) the order waits for the customer page
+    /// (`GET /qr/pay/{ref}`, `GET /app/pay/{ref}`). `bank_transfer` always settles by itself.
+    /// Applies to orders created while it is in force.
+    pub auto_settle: bool,
+    /// Asynchronous channels: when the provider decides an order by itself, it does so after a
+    /// delay drawn uniformly in `[min, max]` from the order's creation (default 0: at once,
+    /// though always after the create's answer).
+    pub settle_delay_ms_min: u64,
+    /// See `settle_delay_ms_min`; at most [`SETTLE_DELAY_MS_LIMIT`].
+    pub settle_delay_ms_max: u64,
+    /// Asynchronous channels (meant for `bank_transfer`): the share of outcomes announced by a
+    /// callback when a `callback_url` is set (default 100). The others are only learnt by
+    /// query. The card channel ignores it.
+    pub callback_rate_percent: u32,
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Self {
+            latency_ms_min: 0,
+            latency_ms_max: 0,
+            error_rate_percent: 0,
+            rate_limit_rate_percent: 0,
+            timeout_rate_percent: 0,
+            hard_down: false,
+            max_requests_per_s: None,
+            seed: 0,
+            callback_url: None,
+            callback_delay_ms_min: 0,
+            callback_delay_ms_max: 0,
+            duplicate_callback_rate_percent: 0,
+            auto_settle: false,
+            settle_delay_ms_min: 0,
+            settle_delay_ms_max: 0,
+            callback_rate_percent: 100,
+        }
+    }
 }
 
 /// Why a behaviour was refused.
@@ -99,6 +148,14 @@ impl Behaviour {
         }
         if let Some(url) = &self.callback_url {
             check_callback_url(url).map_err(|message| InvalidBehaviour(message.to_owned()))?;
+        }
+        if self.settle_delay_ms_min > self.settle_delay_ms_max
+            || self.settle_delay_ms_max > SETTLE_DELAY_MS_LIMIT
+        {
+            return fail("settle_delay_ms_min <= settle_delay_ms_max <= 600000 must hold");
+        }
+        if self.callback_rate_percent > 100 {
+            return fail("callback_rate_percent must be <= 100");
         }
         Ok(())
     }
@@ -194,6 +251,10 @@ pub(crate) struct CallbackPlan {
     pub event_number: u64,
 }
 
+/// An outcome whose callback the behaviour's `callback_rate_percent` withheld.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Withheld;
+
 const INJECTED_STATUSES: [u16; 3] = [500, 502, 503];
 
 impl Chaos {
@@ -241,6 +302,29 @@ impl Chaos {
             Verdict::Serve
         };
         Fate { verdict, latency }
+    }
+
+    /// When an order the provider decides by itself is decided: a delay in the settle bounds.
+    pub(crate) fn draw_settle_delay(&mut self) -> Duration {
+        let behaviour = &self.behaviour;
+        Duration::from_millis(
+            self.rng
+                .between(behaviour.settle_delay_ms_min, behaviour.settle_delay_ms_max),
+        )
+    }
+
+    /// Plans the callback for an asynchronous payment's outcome: `None` without a
+    /// `callback_url`, and `Err(Withheld)` for an outcome the draw leaves outside
+    /// `callback_rate_percent` (learnt only by query).
+    pub(crate) fn plan_outcome_callback(&mut self) -> Result<Option<CallbackPlan>, Withheld> {
+        if self.behaviour.callback_url.is_none() {
+            return Ok(None);
+        }
+        let rate = self.behaviour.callback_rate_percent;
+        if rate < 100 && !self.rng.percent(rate) {
+            return Err(Withheld);
+        }
+        Ok(self.plan_callback())
     }
 
     /// Plans the callback for one charge change, or `None` when no `callback_url` is set.
@@ -411,10 +495,48 @@ mod tests {
                 callback_delay_ms_max: 1,
                 ..Behaviour::default()
             },
+            Behaviour {
+                settle_delay_ms_min: 2,
+                settle_delay_ms_max: 1,
+                ..Behaviour::default()
+            },
+            Behaviour {
+                settle_delay_ms_max: SETTLE_DELAY_MS_LIMIT + 1,
+                ..Behaviour::default()
+            },
+            Behaviour {
+                callback_rate_percent: 101,
+                ..Behaviour::default()
+            },
         ];
         for behaviour in refused {
             assert!(behaviour.validate().is_err(), "{behaviour:?}");
         }
+    }
+
+    #[test]
+    fn outcome_callbacks_are_withheld_at_the_rate_and_settle_delays_stay_in_bounds() {
+        let mut chaos = Chaos::new(Behaviour {
+            callback_url: Some("http://127.0.0.1:9/hooks".to_owned()),
+            callback_rate_percent: 30,
+            settle_delay_ms_min: 10,
+            settle_delay_ms_max: 20,
+            seed: 5,
+            ..Behaviour::default()
+        });
+        let mut sent: u32 = 0;
+        for _ in 0..10_000 {
+            match chaos.plan_outcome_callback() {
+                Ok(Some(_)) => sent += 1,
+                Ok(None) => panic!("a url is set"),
+                Err(Withheld) => {}
+            }
+            assert!((10..=20).contains(&chaos.draw_settle_delay().as_millis()));
+        }
+        assert!(sent.abs_diff(3_000) < 200, "{sent}");
+        let mut quiet = Chaos::new(Behaviour::default());
+        assert_eq!(quiet.plan_outcome_callback(), Ok(None));
+        assert_eq!(quiet.draw_settle_delay(), Duration::ZERO);
     }
 
     #[test]

@@ -19,14 +19,21 @@
 //! being delivered) at once; beyond that a copy is dropped and counted. Each copy gets at most
 //! [`CALLBACK_ATTEMPTS_MAX`] attempts of at most [`CALLBACK_ATTEMPT_TIMEOUT_MS`] each; any 2xx
 //! is delivered. Pending callbacks are abandoned when the sandbox stops.
+//!
+//! The asynchronous channels send their outcome callbacks through the same sender and bounds
+//! ([`schedule_envelope`]): each channel's [`Envelope`] renders a copy afresh for every attempt
+//! (its own body, content type and signature headers, signed at that attempt's time) and says
+//! which answers acknowledge it (`qr_wallet` wants the body `success`, like Alipay). Each
+//! channel's copies are counted in that channel's stats.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
+use http_body_util::{BodyExt, Limited};
 use hyper::header::{CONTENT_TYPE, HeaderValue};
-use hyper::{Method, Request, Uri};
+use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -35,7 +42,7 @@ use tokio::sync::Semaphore;
 
 use super::State;
 use super::behaviour::CallbackPlan;
-use super::stats::Counter;
+use super::stats::{Counter, Stats};
 use crate::card::signature::{self, SIGNATURE_HEADER};
 
 /// Callback copies pending at once; more are dropped (and counted in the stats).
@@ -47,8 +54,30 @@ pub const CALLBACK_ATTEMPT_TIMEOUT_MS: u64 = 5_000;
 /// The pause after a failed attempt, times the attempt's number.
 pub const CALLBACK_RETRY_PAUSE_MS: u64 = 100;
 
-/// The event type of every callback today.
+/// The event type of every card callback.
 const EVENT_TYPE: &str = "charge.updated";
+/// How much of a receiver's answer is read to see whether it acknowledges a callback.
+const ACK_BODY_BYTES_MAX: usize = 1_024;
+
+/// One callback copy as it goes on the wire at one attempt.
+pub(crate) struct Rendered {
+    pub content_type: &'static str,
+    /// Signature headers: a name the HTTP builder accepts, and its value.
+    pub headers: Vec<(&'static str, HeaderValue)>,
+    pub body: Bytes,
+}
+
+/// How a channel's callback goes on the wire: rendered afresh for every attempt (its time and
+/// signature are the attempt's), and which answers acknowledge it.
+pub(crate) trait Envelope: Send + Sync {
+    /// The copy for an attempt at `now_s` to a URL whose path (with query) is `path`.
+    fn render(&self, state: &State, path: &str, now_s: u64) -> Result<Rendered, &'static str>;
+
+    /// Whether the receiver's answer acknowledges the callback (by default: any 2xx).
+    fn acknowledged(&self, status: StatusCode, _body: &[u8]) -> bool {
+        status.is_success()
+    }
+}
 
 /// The callback sender: a slot per pending copy and one pooled HTTP client.
 pub(crate) struct Callbacks {
@@ -80,8 +109,44 @@ struct CallbackEvent<'a> {
 struct Delivery {
     url: Uri,
     event_id: Arc<str>,
-    charge: Arc<serde_json::Value>,
+    envelope: Arc<dyn Envelope>,
     delay: Duration,
+}
+
+/// The card channel's `charge.updated` event.
+struct ChargeUpdated {
+    event_id: Arc<str>,
+    charge: serde_json::Value,
+}
+
+impl Envelope for ChargeUpdated {
+    fn render(&self, state: &State, path: &str, now_s: u64) -> Result<Rendered, &'static str> {
+        let body = serde_json::to_vec(&CallbackEvent {
+            kind: EVENT_TYPE,
+            id: &self.event_id,
+            charge: &self.charge,
+            sent_at: now_s,
+        })
+        .map_err(|_| "the event could not be serialised")?;
+        let header = signature::header_value(
+            state.api_secret.expose().as_bytes(),
+            now_s,
+            Method::POST.as_str(),
+            path,
+            &body,
+        );
+        let header = HeaderValue::from_str(&header).map_err(|_| "unprintable signature")?;
+        Ok(Rendered {
+            content_type: "application/json",
+            headers: vec![(SIGNATURE_HEADER, header)],
+            body: Bytes::from(body),
+        })
+    }
+}
+
+/// The event id of a planned callback: `evt_<16 hex>`, the same for its duplicate.
+pub(crate) fn event_id(plan: &CallbackPlan) -> Arc<str> {
+    Arc::from(format!("evt_{:016x}", plan.event_number))
 }
 
 /// Schedules the `charge.updated` callback for `charge` (its JSON as `GET` shows it) when the
@@ -90,35 +155,46 @@ pub(crate) fn schedule(state: &Arc<State>, charge: serde_json::Value) {
     let Some(plan) = state.chaos.lock().plan_callback() else {
         return;
     };
-    let CallbackPlan {
-        url,
-        delays,
-        event_number,
-    } = plan;
+    let envelope = Arc::new(ChargeUpdated {
+        event_id: event_id(&plan),
+        charge,
+    });
+    schedule_envelope(state, &state.stats, plan, envelope);
+}
+
+/// Schedules the copies of a planned callback, rendered by `envelope`, counting them in
+/// `stats` (the channel's). Never blocks and never fails the request that caused it.
+pub(crate) fn schedule_envelope(
+    state: &Arc<State>,
+    stats: &Arc<Stats>,
+    plan: CallbackPlan,
+    envelope: Arc<dyn Envelope>,
+) {
+    let event_id = event_id(&plan);
+    let CallbackPlan { url, delays, .. } = plan;
     let Ok(url) = url.parse::<Uri>() else {
         // `Behaviour::validate` checked the URL, so this cannot happen; drop rather than panic.
-        state.stats.bump(Counter::CallbacksDropped);
+        stats.bump(Counter::CallbacksDropped);
         return;
     };
     if delays.len() > 1 {
-        state.stats.bump(Counter::CallbacksDuplicated);
+        stats.bump(Counter::CallbacksDuplicated);
     }
-    let event_id: Arc<str> = Arc::from(format!("evt_{event_number:016x}"));
-    let charge = Arc::new(charge);
     for delay in delays {
         let Ok(slot) = state.callbacks.slots.clone().try_acquire_owned() else {
             tracing::warn!("sandbox callback queue full; dropping a callback");
-            state.stats.bump(Counter::CallbacksDropped);
+            stats.bump(Counter::CallbacksDropped);
             continue;
         };
-        state.stats.bump(Counter::CallbacksQueued);
+        stats.bump(Counter::CallbacksQueued);
         let delivery = Delivery {
             url: url.clone(),
             event_id: event_id.clone(),
-            charge: charge.clone(),
+            envelope: envelope.clone(),
             delay,
         };
         let state = state.clone();
+        let stats = stats.clone();
         let mut stopping = state.stopping.subscribe();
         tokio::spawn(async move {
             tokio::select! {
@@ -130,7 +206,7 @@ pub(crate) fn schedule(state: &Arc<State>, charge: serde_json::Value) {
                     } else {
                         Counter::CallbacksFailed
                     };
-                    state.stats.bump(counter);
+                    stats.bump(counter);
                 }
             }
             drop(slot);
@@ -163,42 +239,49 @@ async fn deliver(state: &State, delivery: &Delivery) -> bool {
 }
 
 async fn attempt_once(state: &State, delivery: &Delivery) -> Result<(), &'static str> {
-    let sent_at = signature::now_unix_s();
-    let body = serde_json::to_vec(&CallbackEvent {
-        kind: EVENT_TYPE,
-        id: &delivery.event_id,
-        charge: &delivery.charge,
-        sent_at,
-    })
-    .map_err(|_| "the event could not be serialised")?;
     let path = delivery
         .url
         .path_and_query()
         .map_or("/", |path| path.as_str());
-    let header = signature::header_value(
-        state.api_secret.expose().as_bytes(),
-        sent_at,
-        Method::POST.as_str(),
-        path,
-        &body,
-    );
-    let header = HeaderValue::from_str(&header).map_err(|_| "unprintable signature")?;
-    let request = Request::builder()
+    let rendered = delivery
+        .envelope
+        .render(state, path, signature::now_unix_s())?;
+    let mut builder = Request::builder()
         .method(Method::POST)
         .uri(delivery.url.clone())
-        .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-        .header(SIGNATURE_HEADER, header)
-        .body(Full::new(Bytes::from(body)))
+        .header(
+            CONTENT_TYPE,
+            HeaderValue::from_static(rendered.content_type),
+        );
+    for (name, value) in rendered.headers {
+        builder = builder.header(name, value);
+    }
+    let request = builder
+        .body(Full::new(rendered.body))
         .map_err(|_| "the request could not be built")?;
     let timeout = Duration::from_millis(CALLBACK_ATTEMPT_TIMEOUT_MS);
-    let response = tokio::time::timeout(timeout, state.callbacks.client.request(request))
+    let exchange = async {
+        let response = state
+            .callbacks
+            .client
+            .request(request)
+            .await
+            .map_err(|_| "the receiver could not be reached")?;
+        let status = response.status();
+        let body = Limited::new(response.into_body(), ACK_BODY_BYTES_MAX)
+            .collect()
+            .await
+            .map(|collected| collected.to_bytes())
+            .unwrap_or_default();
+        Ok::<_, &'static str>((status, body))
+    };
+    let (status, body) = tokio::time::timeout(timeout, exchange)
         .await
-        .map_err(|_| "timed out")?
-        .map_err(|_| "the receiver could not be reached")?;
-    if response.status().is_success() {
+        .map_err(|_| "timed out")??;
+    if delivery.envelope.acknowledged(status, &body) {
         Ok(())
     } else {
-        Err("the receiver answered with a non-2xx status")
+        Err("the receiver did not acknowledge the callback")
     }
 }
 
@@ -223,6 +306,12 @@ mod tests {
             ..Behaviour::default()
         };
         let state = Arc::new(State {
+            async_channels: crate::sandbox::channels::AsyncChannels::open(
+                None,
+                "http://127.0.0.1:9".to_owned(),
+                "secret",
+            )
+            .expect("an in-memory ledger"),
             ledger: Ledger::open(None).expect("an in-memory ledger"),
             api_secret: Secret::new("secret".to_owned()),
             chaos: Mutex::new(Chaos::new(behaviour)),

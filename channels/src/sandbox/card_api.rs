@@ -1,5 +1,12 @@
 //! The card protocol's endpoints: check the request, ask the test-card table, write the ledger.
 //!
+//! Pre-authorisation: a charge with `capture: false` is authorised only; then `capture`
+//! (complete, at most the authorised amount), `void` (cancel), `uncapture` (revert a capture
+//! with nothing refunded: the charge is authorised again), `reverse` (冲正: void an open
+//! authorisation or a pending 3-D Secure charge, or give a whole unrefunded capture back) and
+//! refunds of what is captured.
+//! Each answers the charge and, when it changed something, sends `charge.updated`.
+//!
 //! Test cards (anything else that passes Luhn succeeds):
 //!
 //! | PAN                | outcome                          |
@@ -114,6 +121,40 @@ pub(crate) async fn void(
     let charge_id = charge_id.to_owned();
     let written = on_ledger(state, move |ledger| {
         ledger.void(&request.idempotency_key, &charge_id)
+    })
+    .await?;
+    answer_charge(state, written)
+}
+
+/// `POST /card/v1/charges/{id}/uncapture`: reverts a capture (409 `charge_not_revertible`
+/// unless captured, nothing refunded, not voided, not reversed).
+pub(crate) async fn uncapture(
+    state: &Arc<State>,
+    charge_id: &str,
+    body: &Bytes,
+) -> Result<Bytes, ApiError> {
+    let request: KeyRequest = parse(body)?;
+    check_key(&request.idempotency_key)?;
+    let charge_id = charge_id.to_owned();
+    let written = on_ledger(state, move |ledger| {
+        ledger.uncapture(&request.idempotency_key, &charge_id)
+    })
+    .await?;
+    answer_charge(state, written)
+}
+
+/// `POST /card/v1/charges/{id}/reverse`: voids an open authorisation or a charge waiting for
+/// 3-D Secure, or returns a whole unrefunded capture (409 `charge_not_reversible` otherwise).
+pub(crate) async fn reverse(
+    state: &Arc<State>,
+    charge_id: &str,
+    body: &Bytes,
+) -> Result<Bytes, ApiError> {
+    let request: KeyRequest = parse(body)?;
+    check_key(&request.idempotency_key)?;
+    let charge_id = charge_id.to_owned();
+    let written = on_ledger(state, move |ledger| {
+        ledger.reverse(&request.idempotency_key, &charge_id)
     })
     .await?;
     answer_charge(state, written)

@@ -1,5 +1,5 @@
-//! The sandbox's ledger: charges, charge operations (captures, voids), refunds and tombstones,
-//! in SQLite (a WAL file, or memory).
+//! The sandbox's ledger: charges, charge operations (captures, voids, capture reverts,
+//! reversals), refunds and tombstones, in SQLite (a WAL file, or memory).
 //!
 //! This is a test double, so one connection behind one mutex serialises every ledger call.
 //! That makes each check-and-write trivially atomic: a key is looked up and the row inserted
@@ -8,9 +8,31 @@
 //! (`0 <= refunded <= captured <= amount`, unique keys) so a bug here fails loudly instead of
 //! moving money that does not exist.
 //!
+//! A charge moves through these states (the status, plus `voided` and `reversed` flags):
+//!
+//! ```text
+//! requires_action ──challenge──► authorized | succeeded | declined
+//! authorized ──capture──► succeeded ──uncapture (nothing refunded)──► authorized
+//! authorized ──void | reverse──► authorized + voided
+//! requires_action ──reverse──► requires_action + voided (the challenge can no longer finish)
+//! succeeded ──reverse (nothing refunded)──► succeeded + reversed (captured kept, all returned)
+//! succeeded ──refund──► succeeded, refunded ≤ captured (refused once reversed)
+//! ```
+//!
+//! Every operation on an existing charge is recorded under its own idempotency key with the
+//! charge as its answer showed it, so the same key replays that first answer.
+//!
+//! Layout: `schema` holds the tables and their migration in place; `operations` the record
+//! of operations by key and their replay; `preauth` the pre-authorisation undo operations
+//! (`uncapture`, `reverse`).
+//!
 //! Card data: only the BIN, the last four digits and a salted SHA-256 of the PAN (to recognise
 //! "the same request" on a replayed key) are stored. The salt is drawn once per ledger and kept
 //! in it, so the hash column alone is not a PAN lookup table. The CVC is never stored.
+
+mod operations;
+mod preauth;
+mod schema;
 
 use std::path::Path;
 
@@ -18,6 +40,7 @@ use parking_lot::Mutex;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use sha2::{Digest, Sha256};
 
+use self::operations::{Operation, record_operation, replay_operation};
 use super::SandboxError;
 use crate::card::signature::now_unix_s;
 
@@ -28,58 +51,9 @@ const BUSY_TIMEOUT_MS: u64 = 5_000;
 /// How many rows `GET /sandbox/ledger` returns per table, newest first.
 pub(crate) const SNAPSHOT_ROWS_MAX: u32 = 10_000;
 
-/// The ledger file's schema version (`PRAGMA user_version`).
-const LEDGER_VERSION: i64 = 2;
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS meta (
-    name  TEXT PRIMARY KEY,
-    value BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS charges (
-    seq               INTEGER PRIMARY KEY AUTOINCREMENT,
-    charge_id         TEXT    NOT NULL UNIQUE,
-    idempotency_key   TEXT    NOT NULL UNIQUE,
-    amount_minor      INTEGER NOT NULL CHECK (amount_minor > 0),
-    currency          TEXT    NOT NULL,
-    pan_fingerprint   TEXT    NOT NULL,
-    card_bin          TEXT    NOT NULL CHECK (length(card_bin) = 6),
-    card_last4        TEXT    NOT NULL CHECK (length(card_last4) = 4),
-    capture_requested INTEGER NOT NULL,
-    status            TEXT    NOT NULL CHECK (status IN ('succeeded', 'authorized', 'declined', 'requires_action')),
-    decline_code      TEXT,
-    captured_minor    INTEGER NOT NULL DEFAULT 0,
-    refunded_minor    INTEGER NOT NULL DEFAULT 0,
-    voided            INTEGER NOT NULL DEFAULT 0,
-    created_unix_s    INTEGER NOT NULL,
-    CHECK (0 <= refunded_minor AND refunded_minor <= captured_minor
-           AND captured_minor <= amount_minor)
-);
-CREATE TABLE IF NOT EXISTS charge_operations (
-    idempotency_key TEXT    PRIMARY KEY,
-    charge_id       TEXT    NOT NULL REFERENCES charges (charge_id),
-    kind            TEXT    NOT NULL CHECK (kind IN ('capture', 'void')),
-    amount_minor    INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS refunds (
-    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
-    refund_id       TEXT    NOT NULL UNIQUE,
-    idempotency_key TEXT    NOT NULL UNIQUE,
-    charge_id       TEXT    NOT NULL REFERENCES charges (charge_id),
-    amount_minor    INTEGER NOT NULL CHECK (amount_minor > 0),
-    status          TEXT    NOT NULL CHECK (status IN ('succeeded', 'failed')),
-    failure_code    TEXT,
-    created_unix_s  INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS tombstones (
-    idempotency_key TEXT    PRIMARY KEY,
-    created_unix_s  INTEGER NOT NULL
-);
-";
-
 const CHARGE_COLUMNS: &str = "charge_id, idempotency_key, amount_minor, currency, card_bin, \
     card_last4, status, decline_code, captured_minor, refunded_minor, voided, created_unix_s, \
-    pan_fingerprint, capture_requested";
+    pan_fingerprint, capture_requested, reversed";
 
 const REFUND_COLUMNS: &str =
     "refund_id, idempotency_key, charge_id, amount_minor, status, failure_code, created_unix_s";
@@ -100,6 +74,16 @@ impl ChargeStatus {
             ChargeStatus::Authorized => "authorized",
             ChargeStatus::Declined => "declined",
             ChargeStatus::RequiresAction => "requires_action",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        match text {
+            "succeeded" => Some(ChargeStatus::Succeeded),
+            "authorized" => Some(ChargeStatus::Authorized),
+            "declined" => Some(ChargeStatus::Declined),
+            "requires_action" => Some(ChargeStatus::RequiresAction),
+            _ => None,
         }
     }
 }
@@ -124,6 +108,8 @@ pub(crate) struct ChargeRecord {
     pub captured_minor: i64,
     pub refunded_minor: i64,
     pub voided: bool,
+    /// A captured charge taken back whole: `captured_minor` stays as it was, all of it returned.
+    pub reversed: bool,
     pub created_unix_s: i64,
 }
 
@@ -179,6 +165,16 @@ pub(crate) enum LedgerError {
     NotVoidable,
     #[error("the capture amount exceeds the authorised amount")]
     AmountExceedsAuthorized,
+    #[error(
+        "only a captured charge with nothing refunded, not voided and not reversed can have its \
+         capture reverted"
+    )]
+    NotRevertible,
+    #[error(
+        "only an unvoided authorisation or a captured charge with nothing refunded and not yet \
+         reversed can be reversed"
+    )]
+    NotReversible,
     #[error("the refund currency is not the charge's currency")]
     CurrencyMismatch,
     #[error("ledger storage failed: {0}")]
@@ -194,7 +190,7 @@ pub(crate) struct Ledger {
 impl Ledger {
     /// Opens (and creates, migrates) the ledger at `path`, or in memory when `None`.
     pub(crate) fn open(path: Option<&Path>) -> Result<Self, SandboxError> {
-        let connection = match path {
+        let mut connection = match path {
             Some(path) => {
                 let connection = Connection::open(path)?;
                 connection.pragma_update(None, "journal_mode", "WAL")?;
@@ -207,19 +203,7 @@ impl Ledger {
         };
         connection.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
         connection.pragma_update(None, "foreign_keys", "ON")?;
-        let version: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
-        let had_charges: bool = connection.query_row(
-            "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'charges'",
-            [],
-            |row| row.get(0),
-        )?;
-        if had_charges && version < LEDGER_VERSION {
-            // Version 1 → 2: `requires_action` joined the statuses; SQLite cannot alter a CHECK,
-            // so the table is rebuilt (inside one transaction, foreign keys deferred).
-            migrate_charges_table(&connection)?;
-        }
-        connection.execute_batch(SCHEMA)?;
-        connection.pragma_update(None, "user_version", LEDGER_VERSION)?;
+        schema::migrate(&mut connection)?;
         let salt = load_or_create_salt(&connection)?;
         Ok(Self {
             connection: Mutex::new(connection),
@@ -290,13 +274,15 @@ impl Ledger {
             ],
         )?;
         let record = charge_by_id(&tx, &charge_id)?.ok_or_else(vanished)?;
+        assert_charge_invariants(&record);
         tx.commit()?;
         Ok((record, Written::Fresh))
     }
 
     /// The cardholder finished (or failed) the 3-D Secure challenge of `charge_id`: the charge
     /// becomes what it would have been without one, or is declined `authentication_failed`.
-    /// A charge no longer waiting for its challenge is returned as it is.
+    /// A charge no longer waiting for its challenge, or reversed while it waited (`voided`),
+    /// is returned as it is.
     pub(crate) fn complete_challenge(
         &self,
         charge_id: &str,
@@ -305,7 +291,7 @@ impl Ledger {
         let mut connection = self.connection.lock();
         let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let charge = charge_by_id(&tx, charge_id)?.ok_or(LedgerError::ChargeNotFound)?;
-        if charge.status != ChargeStatus::RequiresAction {
+        if charge.status != ChargeStatus::RequiresAction || charge.voided {
             return Ok((charge, Written::Replayed));
         }
         let capture: bool = tx.query_row(
@@ -323,44 +309,46 @@ impl Ledger {
             params![charge_id, status.as_str(), decline_code, captured_minor],
         )?;
         let record = charge_by_id(&tx, charge_id)?.ok_or_else(vanished)?;
+        assert_charge_invariants(&record);
         tx.commit()?;
         Ok((record, Written::Fresh))
     }
 
-    /// Captures `amount_minor` of an authorisation; a replayed key returns the charge as it is.
+    /// Captures `amount_minor` of an authorisation (again, after a reverted capture); a
+    /// replayed key returns its first answer.
     pub(crate) fn capture(
         &self,
         idempotency_key: &str,
         charge_id: &str,
         amount_minor: i64,
     ) -> Result<(ChargeRecord, Written), LedgerError> {
+        let operation = Operation::Capture { amount_minor };
         let mut connection = self.connection.lock();
         let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        if let Some(replayed) =
-            replay_operation(&tx, idempotency_key, charge_id, "capture", amount_minor)?
-        {
+        if let Some(replayed) = replay_operation(&tx, idempotency_key, charge_id, operation)? {
             return Ok((replayed, Written::Replayed));
         }
-        let charge = charge_by_id(&tx, charge_id)?.ok_or(LedgerError::ChargeNotFound)?;
-        if charge.status != ChargeStatus::Authorized || charge.voided || charge.captured_minor != 0
-        {
+        let before = charge_by_id(&tx, charge_id)?.ok_or(LedgerError::ChargeNotFound)?;
+        assert_charge_invariants(&before);
+        if !is_open_authorisation(&before) {
             return Err(LedgerError::NotCapturable);
         }
-        if amount_minor > charge.amount_minor {
+        if amount_minor > before.amount_minor {
             return Err(LedgerError::AmountExceedsAuthorized);
         }
         tx.execute(
             "UPDATE charges SET status = 'succeeded', captured_minor = ?2 WHERE charge_id = ?1",
             params![charge_id, amount_minor],
         )?;
-        record_operation(&tx, idempotency_key, charge_id, "capture", amount_minor)?;
         let after = charge_by_id(&tx, charge_id)?.ok_or_else(vanished)?;
         assert_charge_invariants(&after);
+        assert_eq!(after.captured_minor, amount_minor, "capture: {charge_id}");
+        record_operation(&tx, idempotency_key, operation, amount_minor, &after)?;
         tx.commit()?;
         Ok((after, Written::Fresh))
     }
 
-    /// Voids an uncaptured authorisation; a replayed key returns the charge as it is.
+    /// Voids an uncaptured authorisation; a replayed key returns its first answer.
     pub(crate) fn void(
         &self,
         idempotency_key: &str,
@@ -368,20 +356,20 @@ impl Ledger {
     ) -> Result<(ChargeRecord, Written), LedgerError> {
         let mut connection = self.connection.lock();
         let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        if let Some(replayed) = replay_operation(&tx, idempotency_key, charge_id, "void", 0)? {
+        if let Some(replayed) = replay_operation(&tx, idempotency_key, charge_id, Operation::Void)?
+        {
             return Ok((replayed, Written::Replayed));
         }
-        let charge = charge_by_id(&tx, charge_id)?.ok_or(LedgerError::ChargeNotFound)?;
-        if charge.status != ChargeStatus::Authorized || charge.voided || charge.captured_minor != 0
-        {
+        let before = charge_by_id(&tx, charge_id)?.ok_or(LedgerError::ChargeNotFound)?;
+        assert_charge_invariants(&before);
+        // An open authorisation, or a charge still waiting for its 3-D Secure challenge (the
+        // merchant gave up on the cardholder: the challenge can no longer complete it).
+        let awaiting_challenge = before.status == ChargeStatus::RequiresAction && !before.voided;
+        if !is_open_authorisation(&before) && !awaiting_challenge {
             return Err(LedgerError::NotVoidable);
         }
-        tx.execute(
-            "UPDATE charges SET voided = 1 WHERE charge_id = ?1",
-            [charge_id],
-        )?;
-        record_operation(&tx, idempotency_key, charge_id, "void", 0)?;
-        let after = charge_by_id(&tx, charge_id)?.ok_or_else(vanished)?;
+        let after = set_voided(&tx, charge_id)?;
+        record_operation(&tx, idempotency_key, Operation::Void, 0, &after)?;
         tx.commit()?;
         Ok((after, Written::Fresh))
     }
@@ -408,12 +396,16 @@ impl Ledger {
         if currency.is_some_and(|currency| currency != charge.currency) {
             return Err(LedgerError::CurrencyMismatch);
         }
-        // The new refunded total, if what is left of the capture covers this refund.
+        assert_charge_invariants(&charge);
+        // The new refunded total, if what is left of the capture covers this refund. A reversed
+        // charge has given all of its capture back already: nothing is left to refund.
         let refunded_total = charge
             .refunded_minor
             .checked_add(amount_minor)
             .filter(|total| *total <= charge.captured_minor);
         let (status, failure_code) = match refunded_total {
+            _ if charge.reversed => ("failed", Some("charge_reversed")),
+            None => ("failed", Some("amount_exceeds_captured")),
             Some(total) => {
                 tx.execute(
                     "UPDATE charges SET refunded_minor = ?2 WHERE charge_id = ?1",
@@ -421,7 +413,6 @@ impl Ledger {
                 )?;
                 ("succeeded", None)
             }
-            None => ("failed", Some("amount_exceeds_captured")),
         };
         let refund_id = self.derive_id("rf_", "refund", idempotency_key);
         tx.execute(
@@ -536,68 +527,66 @@ fn unix_now() -> i64 {
     i64::try_from(now_unix_s()).unwrap_or(i64::MAX)
 }
 
-/// The ledger's bounds, checked after every change that moves money. The table `CHECK`
-/// repeats them, so a violation would also abort the transaction.
-fn assert_charge_invariants(charge: &ChargeRecord) {
-    assert!(
-        0 <= charge.refunded_minor,
-        "refunded below zero: {}",
-        charge.charge_id
-    );
-    assert!(
-        charge.refunded_minor <= charge.captured_minor,
-        "refunded above captured: {}",
-        charge.charge_id
-    );
-    assert!(
-        charge.captured_minor <= charge.amount_minor,
-        "captured above amount: {}",
-        charge.charge_id
-    );
-}
-
-fn replay_operation(
-    connection: &Connection,
-    idempotency_key: &str,
-    charge_id: &str,
-    kind: &str,
-    amount_minor: i64,
-) -> Result<Option<ChargeRecord>, LedgerError> {
-    let existing: Option<(String, String, i64)> = connection
-        .query_row(
-            "SELECT charge_id, kind, amount_minor FROM charge_operations WHERE idempotency_key = ?1",
-            [idempotency_key],
-            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-        )
-        .optional()?;
-    match existing {
-        None => Ok(None),
-        Some((stored_charge, stored_kind, stored_amount))
-            if stored_charge == charge_id
-                && stored_kind == kind
-                && stored_amount == amount_minor =>
-        {
-            Ok(Some(
-                charge_by_id(connection, charge_id)?.ok_or_else(vanished)?,
-            ))
-        }
-        Some(_) => Err(LedgerError::KeyReused),
+/// An authorisation that can still be captured or voided: authorised, nothing captured (or
+/// its capture reverted), not voided.
+fn is_open_authorisation(charge: &ChargeRecord) -> bool {
+    match charge.status {
+        ChargeStatus::Authorized => !charge.voided && charge.captured_minor == 0,
+        ChargeStatus::Succeeded | ChargeStatus::Declined | ChargeStatus::RequiresAction => false,
     }
 }
 
-fn record_operation(
-    connection: &Connection,
-    idempotency_key: &str,
-    charge_id: &str,
-    kind: &str,
-    amount_minor: i64,
-) -> Result<(), LedgerError> {
+/// Marks a charge voided: a void or the reversal of an open authorisation, or the reversal
+/// of a charge waiting for 3-D Secure.
+fn set_voided(connection: &Connection, charge_id: &str) -> Result<ChargeRecord, LedgerError> {
     connection.execute(
-        "INSERT INTO charge_operations (idempotency_key, charge_id, kind, amount_minor) \
-         VALUES (?1, ?2, ?3, ?4)",
-        params![idempotency_key, charge_id, kind, amount_minor],
+        "UPDATE charges SET voided = 1 WHERE charge_id = ?1",
+        [charge_id],
     )?;
-    Ok(())
+    let after = charge_by_id(connection, charge_id)?.ok_or_else(vanished)?;
+    assert_charge_invariants(&after);
+    assert!(after.voided, "void: {charge_id}");
+    Ok(after)
+}
+
+/// The ledger's bounds, checked before and after every change to a charge. The table `CHECK`s
+/// repeat the money bounds, so a violation would also abort the transaction.
+fn assert_charge_invariants(charge: &ChargeRecord) {
+    let id = &charge.charge_id;
+    assert!(0 <= charge.refunded_minor, "refunded below zero: {id}");
+    assert!(
+        charge.refunded_minor <= charge.captured_minor,
+        "refunded above captured: {id}"
+    );
+    assert!(
+        charge.captured_minor <= charge.amount_minor,
+        "captured above amount: {id}"
+    );
+    assert!(
+        !charge.voided || charge.captured_minor == 0,
+        "voided yet captured: {id}"
+    );
+    assert!(
+        !charge.reversed || charge.refunded_minor == 0,
+        "reversed yet refunded: {id}"
+    );
+    match charge.status {
+        ChargeStatus::Succeeded => {
+            assert!(charge.captured_minor > 0, "succeeded without capture: {id}");
+        }
+        ChargeStatus::Authorized => {
+            assert_eq!(charge.captured_minor, 0, "authorized yet captured: {id}");
+            assert!(!charge.reversed, "reversed authorisation: {id}");
+        }
+        ChargeStatus::RequiresAction => {
+            assert_eq!(charge.captured_minor, 0, "captured before 3-D Secure: {id}");
+            assert!(!charge.reversed, "reversed before 3-D Secure: {id}");
+        }
+        ChargeStatus::Declined => {
+            assert_eq!(charge.captured_minor, 0, "captured yet declined: {id}");
+            assert!(!charge.voided && !charge.reversed, "undone decline: {id}");
+        }
+    }
 }
 
 fn charge_by_id(
@@ -642,13 +631,7 @@ fn refund_by_key(
 
 fn read_charge(row: &Row<'_>) -> rusqlite::Result<(ChargeRecord, String, bool)> {
     let status: String = row.get(6)?;
-    let status = match status.as_str() {
-        "succeeded" => ChargeStatus::Succeeded,
-        "authorized" => ChargeStatus::Authorized,
-        "declined" => ChargeStatus::Declined,
-        "requires_action" => ChargeStatus::RequiresAction,
-        _ => return Err(unknown_text(6)),
-    };
+    let status = ChargeStatus::parse(&status).ok_or_else(|| unknown_text(6))?;
     let record = ChargeRecord {
         charge_id: row.get(0)?,
         idempotency_key: row.get(1)?,
@@ -661,6 +644,7 @@ fn read_charge(row: &Row<'_>) -> rusqlite::Result<(ChargeRecord, String, bool)> 
         captured_minor: row.get(8)?,
         refunded_minor: row.get(9)?,
         voided: row.get(10)?,
+        reversed: row.get(14)?,
         created_unix_s: row.get(11)?,
     };
     Ok((record, row.get(12)?, row.get(13)?))
@@ -735,73 +719,5 @@ mod tests {
         assert_eq!(first.charge_id, again.charge_id);
         let other = ledger.create_charge(&new_charge("k1", "5555555555554444", true));
         assert!(matches!(other, Err(LedgerError::KeyReused)));
-    }
-}
-
-/// Rebuilds `charges` with the current DDL, keeping every row (SQLite cannot alter a CHECK):
-/// create the new table, copy, drop the old one, rename — in one transaction.
-fn migrate_charges_table(connection: &Connection) -> rusqlite::Result<()> {
-    let start = SCHEMA
-        .find("CREATE TABLE IF NOT EXISTS charges (")
-        .unwrap_or(0);
-    let end = SCHEMA[start..]
-        .find(");")
-        .map_or(SCHEMA.len(), |n| start + n + 2);
-    let ddl = SCHEMA[start..end].replacen("IF NOT EXISTS charges (", "charges_v2 (", 1);
-    connection.execute_batch(&format!(
-        "PRAGMA foreign_keys = OFF;
-         BEGIN IMMEDIATE;
-         {ddl}
-         INSERT INTO charges_v2 SELECT * FROM charges;
-         DROP TABLE charges;
-         ALTER TABLE charges_v2 RENAME TO charges;
-         COMMIT;
-         PRAGMA foreign_keys = ON;"
-    ))
-}
-
-#[cfg(test)]
-mod migration_tests {
-    use super::*;
-
-    #[test]
-    fn a_version_1_ledger_keeps_its_charges_and_accepts_requires_action() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("ledger.db");
-        {
-            let old = Connection::open(&path).unwrap();
-            let v1 = SCHEMA.replace(", 'requires_action'", "");
-            old.execute_batch(&v1).unwrap();
-            old.execute(
-                "INSERT INTO charges (charge_id, idempotency_key, amount_minor, currency, pan_fingerprint, \
-                 card_bin, card_last4, capture_requested, status, created_unix_s) \
-                 VALUES ('ch_1', 'pay_1', 100, 'USD', 'f', '424242', '4242', 1, 'succeeded', 1)",
-                [],
-            )
-            .unwrap();
-            assert!(
-                old.execute(
-                    "UPDATE charges SET status = 'requires_action' WHERE charge_id = 'ch_1'",
-                    []
-                )
-                .is_err()
-            );
-        }
-        let ledger = Ledger::open(Some(&path)).unwrap();
-        assert_eq!(
-            ledger.charge("ch_1").unwrap().status,
-            ChargeStatus::Succeeded
-        );
-        let connection = ledger.connection.lock();
-        connection
-            .execute(
-                "UPDATE charges SET status = 'requires_action' WHERE charge_id = 'ch_1'",
-                [],
-            )
-            .unwrap();
-        let version: i64 = connection
-            .pragma_query_value(None, "user_version", |row| row.get(0))
-            .unwrap();
-        assert_eq!(version, LEDGER_VERSION);
     }
 }

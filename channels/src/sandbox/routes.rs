@@ -2,6 +2,8 @@
 //! behaviour's draw), route, answer in JSON after the drawn latency.
 //!
 //! Card requests (`/card/…`) are counted and chaotic; `/healthz` and `/sandbox/…` never are.
+//! Requests to the asynchronous channels (`/qr/`, `/app/`, `/bank/`) go to `async_routes`,
+//! which runs the same flow on each channel's own behaviour and counters.
 //! An injected 5xx or 429 is decided before the work (nothing is charged); a held request
 //! ("timeout") does the work first and then never answers.
 
@@ -16,10 +18,11 @@ use hyper::http::request::Parts;
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::behaviour::Verdict;
+use super::channels::Channel;
 use super::ledger::LedgerError;
 use super::stats::Counter;
 use super::wire::{ErrorDetail, ErrorView};
-use super::{State, card_api, control};
+use super::{State, async_routes, card_api, control, settlement};
 use crate::card::signature::{self, SIGNATURE_HEADER};
 
 /// The largest request body the sandbox reads.
@@ -87,6 +90,8 @@ impl From<LedgerError> for ApiError {
             LedgerError::ChargeNotFound => (StatusCode::NOT_FOUND, "charge_not_found"),
             LedgerError::NotCapturable => (StatusCode::CONFLICT, "charge_not_capturable"),
             LedgerError::NotVoidable => (StatusCode::CONFLICT, "charge_not_voidable"),
+            LedgerError::NotRevertible => (StatusCode::CONFLICT, "charge_not_revertible"),
+            LedgerError::NotReversible => (StatusCode::CONFLICT, "charge_not_reversible"),
             LedgerError::AmountExceedsAuthorized => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "amount_exceeds_authorized",
@@ -134,6 +139,9 @@ pub(crate) async fn handle(
         let passed = request.uri().query() != Some("result=fail");
         let answer = card_api::challenge(&state, charge_id, passed).await;
         return Ok(finish(&method, &path, answer));
+    }
+    if let Some(channel) = Channel::of_async_path(&path) {
+        return async_routes::handle(state, channel, request).await;
     }
     if !path.starts_with(CARD_PATH_PREFIX) {
         // The sandbox's own endpoints: never chaotic, never delayed, never counted.
@@ -191,7 +199,7 @@ async fn hold(state: &Arc<State>) -> HoldExpired {
     HoldExpired
 }
 
-fn injected_failure(status: u16) -> ApiError {
+pub(crate) fn injected_failure(status: u16) -> ApiError {
     match status {
         502 => ApiError::new(
             StatusCode::BAD_GATEWAY,
@@ -207,7 +215,11 @@ fn injected_failure(status: u16) -> ApiError {
     }
 }
 
-fn finish(method: &Method, path: &str, answer: Result<Bytes, ApiError>) -> Response<Full<Bytes>> {
+pub(crate) fn finish(
+    method: &Method,
+    path: &str,
+    answer: Result<Bytes, ApiError>,
+) -> Response<Full<Bytes>> {
     match answer {
         Ok(body) => respond(StatusCode::OK, body),
         Err(error) => {
@@ -268,6 +280,12 @@ async fn route_card(
         (&Method::POST, ["card", "v1", "charges", id, "void"]) => {
             card_api::void(state, id, body).await
         }
+        (&Method::POST, ["card", "v1", "charges", id, "uncapture"]) => {
+            card_api::uncapture(state, id, body).await
+        }
+        (&Method::POST, ["card", "v1", "charges", id, "reverse"]) => {
+            card_api::reverse(state, id, body).await
+        }
         (&Method::GET, ["card", "v1", "charges", id]) => card_api::retrieve(state, id).await,
         (&Method::POST, ["card", "v1", "refunds"]) => card_api::refund(state, body).await,
         _ => Err(not_found()),
@@ -280,8 +298,11 @@ async fn route_sandbox(
     path: &str,
     body: &Bytes,
 ) -> Result<Bytes, ApiError> {
+    if let Some(channel) = control::channel_behaviour_path(path) {
+        return control::channel_behaviour(state, method, channel, body);
+    }
     match (method, path) {
-        (&Method::GET, "/sandbox/ledger") => card_api::ledger(state).await,
+        (&Method::GET, "/sandbox/ledger") => settlement::ledger(state).await,
         (&Method::GET, "/sandbox/behaviour") => control::behaviour(state),
         (&Method::PUT, "/sandbox/behaviour") => control::replace_behaviour(state, body),
         (&Method::GET, "/sandbox/stats") => control::stats(state),
@@ -289,11 +310,11 @@ async fn route_sandbox(
     }
 }
 
-fn not_found() -> ApiError {
+pub(crate) fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "route_not_found", "no such route")
 }
 
-async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
+pub(crate) async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
     match Limited::new(body, REQUEST_BODY_BYTES_MAX).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(

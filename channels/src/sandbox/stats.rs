@@ -3,6 +3,13 @@
 //!
 //! Time comes in as an argument (`now_s`), so the counting is plain and testable. Counts
 //! start at zero when the sandbox starts, even on a ledger file that already holds charges.
+//!
+//! Each channel counts on its own [`Stats`]. The top-level fields of `GET /sandbox/stats` are
+//! the card channel's (as they always were); `channels` holds every channel's counters by name
+//! (`card`, `qr_wallet`, `app_wallet`, `bank_transfer`), where "charges" are the payments that
+//! channel created and "requests" are requests under its path prefix.
+
+use std::collections::BTreeMap;
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -40,6 +47,12 @@ pub struct StatsView {
     pub callbacks_failed: u64,
     /// Callback copies dropped because the queue was full.
     pub callbacks_dropped: u64,
+    /// Asynchronous outcomes announced by no callback because of `callback_rate_percent`.
+    #[serde(default)]
+    pub callbacks_withheld: u64,
+    /// Every channel's counters by channel name (only in the top-level view).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub channels: BTreeMap<String, StatsView>,
 }
 
 /// A counter the handlers bump.
@@ -54,6 +67,7 @@ pub(crate) enum Counter {
     CallbacksDelivered,
     CallbacksFailed,
     CallbacksDropped,
+    CallbacksWithheld,
 }
 
 #[derive(Debug)]
@@ -107,6 +121,7 @@ impl Stats {
             Counter::CallbacksDelivered => &mut view.callbacks_delivered,
             Counter::CallbacksFailed => &mut view.callbacks_failed,
             Counter::CallbacksDropped => &mut view.callbacks_dropped,
+            Counter::CallbacksWithheld => &mut view.callbacks_withheld,
         };
         *field += 1;
     }

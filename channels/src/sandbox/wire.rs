@@ -28,7 +28,8 @@ pub(crate) struct CaptureRequest {
     pub amount_minor: i64,
 }
 
-/// `POST /card/v1/charges/{id}/void` and `POST /card/v1/charges/resolve`.
+/// `POST /card/v1/charges/{id}/void`, `…/uncapture`, `…/reverse` and
+/// `POST /card/v1/charges/resolve`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct KeyRequest {
@@ -52,7 +53,9 @@ pub(crate) struct CardView {
     pub last4: String,
 }
 
-/// A charge as the provider shows it. Never the PAN: `card` is bin and last4.
+/// A charge as the provider shows it. Never the PAN: `card` is bin and last4. A reversed
+/// charge keeps its status and `captured_minor` (what it had taken), with `reversed: true`
+/// saying all of it was given back.
 #[derive(Debug, Serialize)]
 pub(crate) struct ChargeView {
     pub charge_id: String,
@@ -65,6 +68,7 @@ pub(crate) struct ChargeView {
     pub refunded_minor: i64,
     pub currency: String,
     pub voided: bool,
+    pub reversed: bool,
     pub card: CardView,
     pub created: i64,
 }
@@ -89,6 +93,7 @@ impl From<ChargeRecord> for ChargeView {
             refunded_minor: record.refunded_minor,
             currency: record.currency,
             voided: record.voided,
+            reversed: record.reversed,
             card: CardView {
                 bin: record.card_bin,
                 last4: record.card_last4,

@@ -126,54 +126,104 @@ fn dashboard_page() -> Response<Body> {
 }
 
 fn channels(app: &App) -> Response<Body> {
-    let adapter = &app.card_adapter;
-    let config = adapter.config();
-    let mut card = serde_json::to_value(adapter.health()).unwrap_or_else(|_| json!({}));
-    card["name"] = json!("card");
-    card["path"] = json!("root/channels/card");
-    card["base_url"] = json!(adapter.base_url());
-    card["request_timeout_ms"] = json!(config.request_timeout_ms);
-    card["retry_attempts_max"] = json!(config.retry_attempts_max);
-    card["backoff_ms_max"] = json!(config.backoff_ms_max);
-    card["rate_wait_ms_max"] = json!(config.rate_wait_ms_max);
-    json(StatusCode::OK, &json!({"object": "list", "data": [card]}))
+    let data: Vec<_> = app
+        .channels
+        .adapters()
+        .into_iter()
+        .map(|(name, adapter)| {
+            let config = adapter.config();
+            let mut channel = serde_json::to_value(adapter.health()).unwrap_or_else(|_| json!({}));
+            channel["name"] = json!(name);
+            channel["path"] = json!(format!("root/channels/{name}"));
+            channel["base_url"] = json!(adapter.base_url());
+            channel["request_timeout_ms"] = json!(config.request_timeout_ms);
+            channel["retry_attempts_max"] = json!(config.retry_attempts_max);
+            channel["backoff_ms_max"] = json!(config.backoff_ms_max);
+            channel["rate_wait_ms_max"] = json!(config.rate_wait_ms_max);
+            channel
+        })
+        .collect();
+    json(StatusCode::OK, &json!({"object": "list", "data": data}))
 }
 
-/// Channel figures in Prometheus text, appended to the general metrics.
+/// Channel figures in Prometheus text, appended to the general metrics: one series per
+/// channel (a handful, fixed by configuration).
 fn channel_metrics(app: &App) -> String {
-    let health = app.card_adapter.health();
-    let open = match health.breaker.state {
-        kassa_channels::BreakerState::Closed => 0,
-        kassa_channels::BreakerState::HalfOpen => 1,
-        kassa_channels::BreakerState::Open => 2,
-    };
-    format!(
-        "# HELP kassa_channel_breaker_state Circuit breaker: 0 closed, 1 half-open, 2 open.\n\
-         # TYPE kassa_channel_breaker_state gauge\n\
-         kassa_channel_breaker_state{{channel=\"card\"}} {open}\n\
-         # HELP kassa_channel_breaker_opens_total Times the breaker opened.\n\
-         # TYPE kassa_channel_breaker_opens_total counter\n\
-         kassa_channel_breaker_opens_total{{channel=\"card\"}} {}\n\
-         # HELP kassa_channel_inflight Calls in flight to the channel.\n\
-         # TYPE kassa_channel_inflight gauge\n\
-         kassa_channel_inflight{{channel=\"card\"}} {}\n\
-         # HELP kassa_channel_calls_total Attempts sent to the channel, and those that failed.\n\
-         # TYPE kassa_channel_calls_total counter\n\
-         kassa_channel_calls_total{{channel=\"card\",result=\"sent\"}} {}\n\
-         kassa_channel_calls_total{{channel=\"card\",result=\"failed\"}} {}\n\
-         # HELP kassa_channel_rejected_total Calls refused before anything was sent.\n\
-         # TYPE kassa_channel_rejected_total counter\n\
-         kassa_channel_rejected_total{{channel=\"card\",reason=\"breaker_open\"}} {}\n\
-         kassa_channel_rejected_total{{channel=\"card\",reason=\"rate_limited\"}} {}\n\
-         kassa_channel_rejected_total{{channel=\"card\",reason=\"inflight\"}} {}\n",
-        health.breaker.opens_total,
-        health.inflight,
-        health.calls_total,
-        health.failures_total,
-        health.rejected_open_total,
-        health.rejected_rate_total,
-        health.rejected_inflight_total,
-    )
+    let adapters = app.channels.adapters();
+    let mut out = String::new();
+    let mut family =
+        |name: &str,
+         kind: &str,
+         help: &str,
+         value: &dyn Fn(&str, &kassa_channels::AdapterHealth) -> String| {
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+            for (channel, adapter) in &adapters {
+                out.push_str(&value(channel, &adapter.health()));
+            }
+        };
+    family(
+        "kassa_channel_breaker_state",
+        "gauge",
+        "Circuit breaker: 0 closed, 1 half-open, 2 open.",
+        &|channel, health| {
+            let state = match health.breaker.state {
+                kassa_channels::BreakerState::Closed => 0,
+                kassa_channels::BreakerState::HalfOpen => 1,
+                kassa_channels::BreakerState::Open => 2,
+            };
+            format!("kassa_channel_breaker_state{{channel=\"{channel}\"}} {state}\n")
+        },
+    );
+    family(
+        "kassa_channel_breaker_opens_total",
+        "counter",
+        "Times the breaker opened.",
+        &|channel, health| {
+            format!(
+                "kassa_channel_breaker_opens_total{{channel=\"{channel}\"}} {}\n",
+                health.breaker.opens_total
+            )
+        },
+    );
+    family(
+        "kassa_channel_inflight",
+        "gauge",
+        "Calls in flight to the channel.",
+        &|channel, health| {
+            format!(
+                "kassa_channel_inflight{{channel=\"{channel}\"}} {}\n",
+                health.inflight
+            )
+        },
+    );
+    family(
+        "kassa_channel_calls_total",
+        "counter",
+        "Attempts sent to the channel, and those that failed.",
+        &|channel, health| {
+            format!(
+                "kassa_channel_calls_total{{channel=\"{channel}\",result=\"sent\"}} {}\n\
+                 kassa_channel_calls_total{{channel=\"{channel}\",result=\"failed\"}} {}\n",
+                health.calls_total, health.failures_total
+            )
+        },
+    );
+    family(
+        "kassa_channel_rejected_total",
+        "counter",
+        "Calls refused before anything was sent.",
+        &|channel, health| {
+            format!(
+                "kassa_channel_rejected_total{{channel=\"{channel}\",reason=\"breaker_open\"}} {}\n\
+                 kassa_channel_rejected_total{{channel=\"{channel}\",reason=\"rate_limited\"}} {}\n\
+                 kassa_channel_rejected_total{{channel=\"{channel}\",reason=\"inflight\"}} {}\n",
+                health.rejected_open_total,
+                health.rejected_rate_total,
+                health.rejected_inflight_total
+            )
+        },
+    );
+    out
 }
 
 async fn inject_fault(app: &Arc<App>, body: &[u8]) -> Result<Response<Body>, ApiError> {
@@ -312,6 +362,14 @@ async fn put_method(
         return Err(
             ApiError::unprocessable("value_invalid", "no such channel").with_param("channel")
         );
+    }
+    // Each method speaks one protocol, carried by the one channel of that name.
+    if channel != name {
+        return Err(ApiError::unprocessable(
+            "value_invalid",
+            format!("the {name} method is carried by the {name} channel"),
+        )
+        .with_param("channel"));
     }
     let min = Money::parse_positive(&min, currency)
         .map_err(|e| ApiError::from(e).with_param("min_amount"))?;

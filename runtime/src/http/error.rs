@@ -218,6 +218,12 @@ impl From<Rejection> for ApiError {
                 ApiError::unprocessable("currency_mismatch", message).with_param("currency")
             }
             Rejection::TooManyRefunds => ApiError::unprocessable("refund_limit_reached", message),
+            Rejection::NotPreauth { .. } => {
+                ApiError::unprocessable("payment_not_preauthorization", message)
+            }
+            Rejection::HasRefunds { .. } => {
+                ApiError::invalid(StatusCode::CONFLICT, "payment_has_refunds", message)
+            }
         }
     }
 }

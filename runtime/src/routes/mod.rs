@@ -4,6 +4,7 @@ pub mod admin;
 pub mod callbacks;
 pub mod payments;
 pub mod refunds;
+pub mod wallets;
 
 use bytes::Bytes;
 use http::StatusCode;

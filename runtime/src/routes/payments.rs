@@ -1,12 +1,17 @@
-//! `/v1/payments`: create, retrieve, list, capture, cancel.
+//! `/v1/payments`: create, retrieve, list, capture, cancel, confirm, and the card
+//! pre-authorisation commands complete_revert and reverse.
+//!
+//! A payment names its `method` (card, qr_wallet, app_wallet, bank_transfer, wallet); the
+//! method's terms (`methods.rs`: channel, per-currency minimum and maximum) are checked before
+//! anything exists, and so is room at the method's channel (429/503 with `Retry-After`).
 
 use http::StatusCode;
-use kassa_actors::channel_port::Admission;
+use kassa_actors::channel_port::Instrument;
 use kassa_actors::money::{Currency, Money};
 use kassa_actors::payment::{
-    CaptureMode, CardSummary, Method, NewPayment, Payment, PaymentStatus, PendingOp,
+    BankAccountSummary, CaptureMode, CardSummary, Method, NewPayment, Payment, PaymentStatus,
 };
-use kassa_actors::payment_order::{Cancel, Capture, Confirm, Create, Get};
+use kassa_actors::payment_order::{Cancel, Capture, Confirm, Create, Get, Undo, UndoKind};
 use kassa_actors::views::payment_json;
 use kassa_channels::card::CardData;
 use kassa_channels::error::{CardDataError, ChannelError};
@@ -21,12 +26,41 @@ use crate::routes::{Answer, list_body};
 
 pub const MERCHANT_ORDER_ID_CHARS_MAX: usize = 128;
 pub const DESCRIPTION_CHARS_MAX: usize = 1_000;
+/// A bank account number (IBAN-like): letters and digits, this many at most (IBAN's maximum).
+pub const BANK_ACCOUNT_CHARS_MAX: usize = 34;
+pub const BANK_ACCOUNT_CHARS_MIN: usize = 8;
+pub const HOLDER_NAME_CHARS_MAX: usize = 140;
+pub const WALLET_ID_CHARS_MAX: usize = 64;
 
 struct CreateRequest {
     new: NewPayment,
-    card: CardData,
+    instrument: Instrument,
     is_async: bool,
     wait_ms: u64,
+}
+
+/// The payer's details a method needs, parsed and checked.
+struct Payer {
+    instrument: Instrument,
+    card: Option<CardSummary>,
+    bank_account: Option<BankAccountSummary>,
+    wallet_id: Option<String>,
+}
+
+fn unexpected(field: &str, method: Method) -> ApiError {
+    ApiError::unprocessable(
+        "parameter_unexpected",
+        format!("{field} does not apply to {} payments", method.as_str()),
+    )
+    .with_param(field)
+}
+
+fn missing(field: &str, method: Method) -> ApiError {
+    ApiError::bad_request(
+        "missing_field",
+        format!("{field} is required for {} payments", method.as_str()),
+    )
+    .with_param(field)
 }
 
 /// (year, month) of a unix time, UTC (Howard Hinnant's civil-from-days).
@@ -80,26 +114,13 @@ fn parse_create(
     let method = f.string("method")?;
     let capture = f.string("capture")?;
     let card = f.object("card")?;
+    let bank_account = f.object("bank_account")?;
+    let wallet_id = f.bounded_string("wallet_id", WALLET_ID_CHARS_MAX, false)?;
     let is_async = f.boolean("async")?.unwrap_or(false);
     let wait_ms = f.unsigned("wait_ms")?;
     let description = f.bounded_string("description", DESCRIPTION_CHARS_MAX, false)?;
     let metadata = f.metadata()?;
     f.finish()?;
-    let Some(mut card) = card else {
-        return Err(ApiError::bad_request("missing_field", "card is required").with_param("card"));
-    };
-    let number = card.required_string("number")?;
-    let exp_month = card.unsigned("exp_month")?;
-    let exp_year = card.unsigned("exp_year")?;
-    let cvc = card.required_string("cvc")?;
-    card.finish()?;
-    let (Some(exp_month), Some(exp_year)) = (exp_month, exp_year) else {
-        return Err(ApiError::bad_request(
-            "missing_field",
-            "card.exp_month and card.exp_year are required",
-        )
-        .with_param("card.exp_month"));
-    };
 
     let currency =
         Currency::from_code(&currency).map_err(|e| ApiError::from(e).with_param("currency"))?;
@@ -116,16 +137,13 @@ fn parse_create(
             )
             .with_param("method")
         })?;
-    let method = match method_name {
-        "card" => Method::Card,
-        _ => {
-            return Err(ApiError::unprocessable(
-                "method_unsupported",
-                format!("method '{shown}' is not supported"),
-            )
-            .with_param("method"));
-        }
-    };
+    let method = Method::parse(method_name).ok_or_else(|| {
+        ApiError::unprocessable(
+            "method_unsupported",
+            format!("method '{shown}' is not supported"),
+        )
+        .with_param("method")
+    })?;
     let limit = |minor: i64| {
         Money::from_minor(minor, currency)
             .map(|m| m.to_string())
@@ -153,7 +171,17 @@ fn parse_create(
     }
     let capture = match capture.as_deref() {
         None | Some("automatic") => CaptureMode::Automatic,
-        Some("manual") => CaptureMode::Manual,
+        Some("manual") if method.supports_manual_capture() => CaptureMode::Manual,
+        Some("manual") => {
+            return Err(ApiError::unprocessable(
+                "capture_unsupported",
+                format!(
+                    "{} payments cannot be authorised for a later capture",
+                    method.as_str()
+                ),
+            )
+            .with_param("capture"));
+        }
         Some(_) => {
             return Err(ApiError::unprocessable(
                 "value_invalid",
@@ -163,6 +191,81 @@ fn parse_create(
         }
     };
     let wait_ms = app.wait_ms(wait_ms)?;
+    // Only the details the method uses, and all of them.
+    let given = [
+        ("card", card.is_some(), Method::Card),
+        ("bank_account", bank_account.is_some(), Method::BankTransfer),
+        ("wallet_id", wallet_id.is_some(), Method::Wallet),
+    ];
+    for (field, present, owner) in given {
+        if present && owner != method {
+            return Err(unexpected(field, method));
+        }
+    }
+    let payer = match method {
+        Method::Card => {
+            let card = card.ok_or_else(|| missing("card", method))?;
+            card_payer(app, card)?
+        }
+        Method::BankTransfer => {
+            let account = bank_account.ok_or_else(|| missing("bank_account", method))?;
+            bank_payer(account)?
+        }
+        Method::Wallet => {
+            let wallet_id = wallet_id.ok_or_else(|| missing("wallet_id", method))?;
+            Payer {
+                instrument: Instrument::Nothing,
+                card: None,
+                bank_account: None,
+                wallet_id: Some(wallet_id),
+            }
+        }
+        Method::QrWallet | Method::AppWallet => Payer {
+            instrument: Instrument::Nothing,
+            card: None,
+            bank_account: None,
+            wallet_id: None,
+        },
+    };
+    let id = match key {
+        Some(key) => derived_id("pay_", &["payment", &merchant.id, key]),
+        None => random_id("pay_").map_err(|_| ApiError::internal())?,
+    };
+    let new = NewPayment {
+        id,
+        merchant_id: merchant.id.clone(),
+        merchant_order_id,
+        amount,
+        method,
+        capture,
+        card: payer.card,
+        bank_account: payer.bank_account,
+        wallet_id: payer.wallet_id,
+        description,
+        metadata,
+        fingerprint: crate::crypto::sha256_hex(&[body]),
+    };
+    Ok(CreateRequest {
+        new,
+        instrument: payer.instrument,
+        is_async,
+        wait_ms,
+    })
+}
+
+fn card_payer(app: &App, mut card: Fields) -> Result<Payer, ApiError> {
+    let number = card.required_string("number")?;
+    let exp_month = card.unsigned("exp_month")?;
+    let exp_year = card.unsigned("exp_year")?;
+    let cvc = card.required_string("cvc")?;
+    card.finish()?;
+    let (Some(exp_month), Some(exp_year)) = (exp_month, exp_year) else {
+        return Err(ApiError::bad_request(
+            "missing_field",
+            "card.exp_month and card.exp_year are required",
+        )
+        .with_param("card.exp_month"));
+    };
     let exp_month = u8::try_from(exp_month).unwrap_or(u8::MAX);
     let exp_year = u16::try_from(exp_year).unwrap_or(u16::MAX);
     let card = CardData::new(&number, exp_month, exp_year, &cvc).map_err(card_error)?;
@@ -176,33 +279,57 @@ fn parse_create(
                 .with_param("card.exp_year"),
         );
     }
-    let id = match key {
-        Some(key) => derived_id("pay_", &["payment", &merchant.id, key]),
-        None => random_id("pay_").map_err(|_| ApiError::internal())?,
-    };
-    let new = NewPayment {
-        id,
-        merchant_id: merchant.id.clone(),
-        merchant_order_id,
-        amount,
-        method,
-        capture,
-        card: CardSummary {
+    Ok(Payer {
+        card: Some(CardSummary {
             brand: card.brand().to_string(),
             bin: card.bin().to_string(),
             last4: card.last4().to_string(),
             exp_month,
             exp_year,
+        }),
+        bank_account: None,
+        wallet_id: None,
+        instrument: Instrument::Card(card),
+    })
+}
+
+fn bank_payer(mut account: Fields) -> Result<Payer, ApiError> {
+    let number = account.required_string("number")?;
+    let holder_name = account
+        .bounded_string("holder_name", HOLDER_NAME_CHARS_MAX, true)?
+        .unwrap_or_default();
+    account.finish()?;
+    let number: String = number.chars().filter(|c| !c.is_whitespace()).collect();
+    let plain = number.chars().all(|c| c.is_ascii_alphanumeric());
+    let length = number.chars().count();
+    if !plain || !(BANK_ACCOUNT_CHARS_MIN..=BANK_ACCOUNT_CHARS_MAX).contains(&length) {
+        return Err(ApiError::unprocessable(
+            "bank_account_invalid",
+            format!(
+                "the account number must be {BANK_ACCOUNT_CHARS_MIN} to {BANK_ACCOUNT_CHARS_MAX} letters and digits"
+            ),
+        )
+        .with_param("bank_account.number"));
+    }
+    if holder_name.trim().is_empty() {
+        return Err(
+            ApiError::bad_request("missing_field", "bank_account.holder_name is required")
+                .with_param("bank_account.holder_name"),
+        );
+    }
+    let number = number.to_ascii_uppercase();
+    let last4 = number[number.len() - 4..].to_string();
+    Ok(Payer {
+        card: None,
+        bank_account: Some(BankAccountSummary {
+            last4,
+            holder_name: holder_name.clone(),
+        }),
+        wallet_id: None,
+        instrument: Instrument::BankAccount {
+            number: number.into(),
+            holder_name,
         },
-        description,
-        metadata,
-        fingerprint: crate::crypto::sha256_hex(&[body]),
-    };
-    Ok(CreateRequest {
-        new,
-        card,
-        is_async,
-        wait_ms,
     })
 }
 
@@ -217,28 +344,43 @@ fn payment_answer(payment: &Payment, done: bool, done_status: StatusCode) -> Ans
 
 pub async fn create(app: &App, merchant: &Merchant, body: &[u8], key: Option<&str>) -> Answer {
     let request = parse_create(app, merchant, body, key)?;
+    let method = request.new.method;
+    if method == Method::Wallet {
+        check_wallet(app, merchant, &request.new).await?;
+    }
     // Room at the channel first: a busy or broken channel is refused here, before any order
     // exists (429/503 with Retry-After), rather than by an order that can only wait.
-    let admitted = app
-        .card_adapter
-        .for_merchant(&merchant.id)
-        .admit_new_work()
+    if !app.channels.is_configured(method) {
+        return Err(ApiError::unavailable(
+            "channel_unavailable",
+            format!(
+                "no {} channel is configured here; nothing was created",
+                method.as_str()
+            ),
+        ));
+    }
+    let name = method.as_str();
+    let admission = app
+        .channels
+        .admit(method, &merchant.id)
         .await
         .map_err(|e| match e {
             ChannelError::CircuitOpen { retry_after_ms } => ApiError::retry_later(
                 true,
                 "channel_unavailable",
-                "the card channel is failing; nothing was created, retry later",
+                format!("the {name} channel is failing; nothing was created, retry later"),
                 retry_after_ms,
             ),
             ChannelError::RateLimitedLocally { retry_after_ms } => ApiError::retry_later(
                 false,
                 "rate_limited",
-                "the card channel is at its rate limit; nothing was created, retry later",
+                format!(
+                    "the {name} channel is at its rate limit; nothing was created, retry later"
+                ),
                 retry_after_ms,
             ),
             other => {
-                tracing::warn!(error = %other, "channel admission failed");
+                tracing::warn!(error = %other, channel = name, "channel admission failed");
                 ApiError::unavailable("overloaded", "Kassa is busy; retry shortly")
             }
         })?;
@@ -246,9 +388,9 @@ pub async fn create(app: &App, merchant: &Merchant, body: &[u8], key: Option<&st
     let settle = !request.is_async;
     let create = Create {
         new: request.new,
-        card: request.card,
+        instrument: request.instrument,
         settle,
-        admission: Some(Admission::card(admitted)),
+        admission,
     };
     let reply = app.ask(&id, create).await?;
     let payment = if request.is_async {
@@ -325,10 +467,47 @@ async fn current(app: &App, merchant: &Merchant, id: &str) -> Result<Payment, Ap
 }
 
 fn settled_ops(payment: &Payment) -> bool {
-    match payment.pending {
-        None => true,
-        Some(PendingOp::Capture { .. } | PendingOp::Cancel) => false,
+    payment.pending.is_none()
+}
+
+/// A wallet payment's wallet must be the merchant's and hold the payment's currency; checked
+/// before the order exists, so a wrong wallet creates nothing.
+async fn check_wallet(app: &App, merchant: &Merchant, new: &NewPayment) -> Result<(), ApiError> {
+    let wallet_id = new.wallet_id.as_deref().unwrap_or_default();
+    let wallet = app.store.get_wallet(&merchant.id, wallet_id).await?;
+    let Some(wallet) = wallet else {
+        return Err(
+            ApiError::unprocessable("wallet_not_found", "no such wallet").with_param("wallet_id"),
+        );
+    };
+    if wallet.currency != new.amount.currency().code() {
+        return Err(ApiError::unprocessable(
+            "currency_mismatch",
+            format!("the wallet holds {}", wallet.currency),
+        )
+        .with_param("currency"));
     }
+    Ok(())
+}
+
+/// `POST /v1/payments/{id}/complete_revert` and `/reverse`: the card pre-authorisation
+/// commands that undo. 200 with the outcome, 202 if the channel has not answered in `wait_ms`.
+pub async fn undo(app: &App, merchant: &Merchant, id: &str, kind: UndoKind, body: &[u8]) -> Answer {
+    current(app, merchant, id).await?;
+    let wait_ms = optional_wait_ms(body)?;
+    let wait_ms = app.wait_ms(wait_ms)?;
+    let reply = app
+        .ask(
+            id,
+            Undo {
+                merchant_id: merchant.id.clone(),
+                kind,
+                settle: true,
+            },
+        )
+        .await?;
+    let payment = app.settle(reply, wait_ms).await;
+    payment_answer(&payment, settled_ops(&payment), StatusCode::OK)
 }
 
 pub async fn capture(app: &App, merchant: &Merchant, id: &str, body: &[u8]) -> Answer {

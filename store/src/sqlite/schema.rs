@@ -13,7 +13,7 @@ use super::backend;
 use crate::{StoreError, StoreResult};
 
 /// The schema version this code writes and reads.
-pub(super) const SCHEMA_VERSION: i64 = 2;
+pub(super) const SCHEMA_VERSION: i64 = 3;
 
 /// Prepared statements kept per connection; the backend uses fewer than this.
 const STATEMENT_CACHE_CAPACITY: usize = 32;
@@ -88,8 +88,43 @@ CREATE TABLE methods (
 ) WITHOUT ROWID;
 ";
 
+/// Version 2 → 3: stored-value wallets, the journal of their movements, and closed keys.
+///
+/// `seq` numbers a wallet's movements 1, 2, … (the list order); each movement keeps the
+/// balance after it, so the chain can be checked against `wallets.balance_minor`. The CHECKs
+/// are the last line: the writer refuses an overdraft before it would trip one.
+const MIGRATION_3: &str = "
+CREATE TABLE wallets (
+    id            TEXT PRIMARY KEY NOT NULL,
+    merchant_id   TEXT NOT NULL,
+    currency      TEXT NOT NULL,
+    balance_minor INTEGER NOT NULL CHECK (balance_minor >= 0),
+    customer_ref  TEXT,
+    metadata      TEXT NOT NULL DEFAULT '{}',
+    created_ms    INTEGER NOT NULL,
+    updated_ms    INTEGER NOT NULL
+);
+
+CREATE TABLE wallet_movements (
+    key                 TEXT PRIMARY KEY NOT NULL,
+    wallet_id           TEXT NOT NULL REFERENCES wallets (id),
+    seq                 INTEGER NOT NULL CHECK (seq >= 1),
+    kind                TEXT NOT NULL
+                        CHECK (kind IN ('top_up', 'withdrawal', 'payment', 'refund')),
+    amount_minor        INTEGER NOT NULL CHECK (amount_minor > 0),
+    balance_after_minor INTEGER NOT NULL CHECK (balance_after_minor >= 0),
+    reference           TEXT,
+    at_ms               INTEGER NOT NULL,
+    UNIQUE (wallet_id, seq)
+);
+
+CREATE TABLE wallet_closed_keys (
+    key TEXT PRIMARY KEY NOT NULL
+) WITHOUT ROWID;
+";
+
 /// Migrations in order: `MIGRATIONS[n]` moves the schema from version `n` to `n + 1`.
-const MIGRATIONS: [&str; 2] = [MIGRATION_1, MIGRATION_2];
+const MIGRATIONS: [&str; 3] = [MIGRATION_1, MIGRATION_2, MIGRATION_3];
 
 /// Opens the one read-write connection: WAL, `synchronous=FULL`, foreign keys,
 /// and the schema brought up to [`SCHEMA_VERSION`].

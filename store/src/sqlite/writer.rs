@@ -18,10 +18,10 @@ use std::sync::mpsc::Receiver;
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
-use super::{backend, write_ops};
+use super::{backend, wallets, write_ops};
 use crate::{
     Append, AppendError, IdempotencyRecord, MerchantRecord, MethodRecord, StoreError, StoreResult,
-    StoreStats, UnixMs,
+    StoreStats, UnixMs, WalletMove, WalletMoveOutcome, WalletMovement, WalletRecord,
 };
 
 /// One write, with the channel its answer goes back on.
@@ -47,6 +47,18 @@ pub(super) enum WriteRequest {
         before_ms: UnixMs,
         rows_max: u32,
         reply: oneshot::Sender<StoreResult<u64>>,
+    },
+    CreateWallet {
+        wallet: WalletRecord,
+        reply: oneshot::Sender<StoreResult<()>>,
+    },
+    MoveWallet {
+        wallet_move: WalletMove,
+        reply: oneshot::Sender<StoreResult<WalletMoveOutcome>>,
+    },
+    CloseWalletKey {
+        key: String,
+        reply: oneshot::Sender<StoreResult<Option<WalletMovement>>>,
     },
 }
 
@@ -78,6 +90,18 @@ impl WriteRequest {
                 result: write_ops::purge_idempotency(conn, before_ms, rows_max),
                 reply,
             }),
+            Self::CreateWallet { wallet, reply } => Applied::Unit(Pending {
+                result: wallets::create_wallet(conn, &wallet),
+                reply,
+            }),
+            Self::MoveWallet { wallet_move, reply } => Applied::MoveWallet(Pending {
+                result: wallets::move_wallet(conn, &wallet_move),
+                reply,
+            }),
+            Self::CloseWalletKey { key, reply } => Applied::CloseWalletKey(Pending {
+                result: wallets::close_wallet_key(conn, &key),
+                reply,
+            }),
         }
     }
 
@@ -89,17 +113,25 @@ impl WriteRequest {
                 result: Err(error().into()),
                 reply,
             }),
-            Self::PutMerchant { reply, .. } | Self::PutMethod { reply, .. } => {
-                Applied::Unit(Pending {
-                    result: Err(error()),
-                    reply,
-                })
-            }
+            Self::PutMerchant { reply, .. }
+            | Self::PutMethod { reply, .. }
+            | Self::CreateWallet { reply, .. } => Applied::Unit(Pending {
+                result: Err(error()),
+                reply,
+            }),
             Self::PutIdempotency { reply, .. } => Applied::PutIdempotency(Pending {
                 result: Err(error()),
                 reply,
             }),
             Self::PurgeIdempotency { reply, .. } => Applied::PurgeIdempotency(Pending {
+                result: Err(error()),
+                reply,
+            }),
+            Self::MoveWallet { reply, .. } => Applied::MoveWallet(Pending {
+                result: Err(error()),
+                reply,
+            }),
+            Self::CloseWalletKey { reply, .. } => Applied::CloseWalletKey(Pending {
                 result: Err(error()),
                 reply,
             }),
@@ -110,10 +142,12 @@ impl WriteRequest {
 /// A request that has run inside the open transaction, waiting for the COMMIT.
 enum Applied {
     Append(Pending<(), AppendError>),
-    /// A write that answers `()` (merchants, methods).
+    /// A write that answers `()` (merchants, methods, new wallets).
     Unit(Pending<(), StoreError>),
     PutIdempotency(Pending<IdempotencyRecord, StoreError>),
     PurgeIdempotency(Pending<u64, StoreError>),
+    MoveWallet(Pending<WalletMoveOutcome, StoreError>),
+    CloseWalletKey(Pending<Option<WalletMovement>, StoreError>),
 }
 
 impl Applied {
@@ -123,6 +157,8 @@ impl Applied {
             Self::Unit(p) => p.result.is_ok(),
             Self::PutIdempotency(p) => p.result.is_ok(),
             Self::PurgeIdempotency(p) => p.result.is_ok(),
+            Self::MoveWallet(p) => p.result.is_ok(),
+            Self::CloseWalletKey(p) => p.result.is_ok(),
         }
     }
 
@@ -134,6 +170,8 @@ impl Applied {
             Self::Unit(p) => p.settle(batch),
             Self::PutIdempotency(p) => p.settle(batch),
             Self::PurgeIdempotency(p) => p.settle(batch),
+            Self::MoveWallet(p) => p.settle(batch),
+            Self::CloseWalletKey(p) => p.settle(batch),
         }
     }
 }

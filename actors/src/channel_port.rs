@@ -151,6 +151,48 @@ fn call_error(error: ChannelError) -> CallError {
     }
 }
 
+/// A new payment's answer from a channel, in the order's terms: refused outright means never
+/// charged (declined, or never possible once an earlier resolve blocked the key); no usable
+/// answer leaves the outcome open.
+fn charge_answer<T>(
+    answer: Result<T, ChannelError>,
+    outcome: impl FnOnce(T) -> ChargeOutcome,
+) -> Result<ChargeOutcome, CallError> {
+    match answer {
+        Ok(answer) => Ok(outcome(answer)),
+        Err(ChannelError::Rejected { code, .. }) if code == "key_blocked" => {
+            Ok(ChargeOutcome::NeverCharged)
+        }
+        Err(ChannelError::Rejected { code, .. }) => Ok(ChargeOutcome::Declined(Failure::new(
+            "processing_error",
+            format!("the payment channel refused the payment ({code})"),
+        ))),
+        Err(other) => Err(call_error(other)),
+    }
+}
+
+/// A refund's answer: the provider's reference, or its refusal.
+fn refund_answer(
+    answer: Result<kassa_channels::card::RefundOutcome, ChannelError>,
+) -> Result<String, CallError> {
+    match answer.map_err(call_error)? {
+        kassa_channels::card::RefundOutcome::Succeeded { provider_ref } => Ok(provider_ref),
+        kassa_channels::card::RefundOutcome::Failed { code } => Err(CallError::Refused(
+            Failure::new(code, "the payment channel refused the refund"),
+        )),
+    }
+}
+
+/// The refund request a channel protocol takes.
+fn refund_request(call: RefundCall) -> kassa_channels::card::RefundRequest {
+    kassa_channels::card::RefundRequest {
+        idempotency_key: call.key,
+        provider_ref: call.provider_ref,
+        amount_minor: call.amount.minor_units(),
+        currency: call.amount.currency().code().to_string(),
+    }
+}
+
 /// Runs a channel call on `io`, the multi-threaded runtime, so an order actor's arbiter
 /// thread only ever waits for a join handle.
 fn run_on<T: Send + 'static>(

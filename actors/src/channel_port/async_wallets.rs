@@ -16,7 +16,8 @@ use kassa_channels::{
 };
 
 use super::{
-    CallError, CallResult, ChannelPort, ChargeCall, Instrument, RefundCall, call_error, run_on,
+    CallError, CallResult, ChannelPort, ChargeCall, Instrument, RefundCall, call_error,
+    charge_answer, refund_answer, refund_request, run_on,
 };
 use crate::payment::{ChargeOutcome, Failure};
 
@@ -133,20 +134,7 @@ impl<P: AsyncProtocol> ChannelPort for AsyncPort<P> {
             payer_name,
         };
         run_on(&self.io, async move {
-            match protocol.create(request).await {
-                Ok(payment) => Ok(from_async(payment)),
-                // An earlier lookup closed the key: this payment can never happen.
-                Err(ChannelError::Rejected { code, .. }) if code == "key_blocked" => {
-                    Ok(ChargeOutcome::NeverCharged)
-                }
-                Err(ChannelError::Rejected { code, .. }) => {
-                    Ok(ChargeOutcome::Declined(Failure::new(
-                        "processing_error",
-                        format!("the payment channel refused the payment ({code})"),
-                    )))
-                }
-                Err(other) => Err(call_error(other)),
-            }
+            charge_answer(protocol.create(request).await, from_async)
         })
     }
 
@@ -182,19 +170,7 @@ impl<P: AsyncProtocol> ChannelPort for AsyncPort<P> {
     fn refund(&self, call: RefundCall) -> CallResult<String> {
         let protocol = self.protocol.clone();
         run_on(&self.io, async move {
-            let request = RefundRequest {
-                idempotency_key: call.key,
-                provider_ref: call.provider_ref,
-                amount_minor: call.amount.minor_units(),
-                currency: call.amount.currency().code().to_string(),
-            };
-            match protocol.refund(request).await.map_err(call_error)? {
-                RefundOutcome::Succeeded { provider_ref } => Ok(provider_ref),
-                RefundOutcome::Failed { code } => Err(CallError::Refused(Failure::new(
-                    code,
-                    "the payment channel refused the refund",
-                ))),
-            }
+            refund_answer(protocol.refund(refund_request(call)).await)
         })
     }
 

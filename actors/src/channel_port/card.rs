@@ -1,14 +1,13 @@
 //! The card channel behind the port, with the pre-authorisation family.
 
 use kassa_channels::card::{
-    CardChannel, ChargeOutcome as CardOutcome, ChargeRequest, RefundOutcome, RefundRequest,
-    ResolveOutcome,
+    CardChannel, ChargeOutcome as CardOutcome, ChargeRequest, ResolveOutcome,
 };
-use kassa_channels::error::ChannelError;
 use kassa_channels::{CardData, ChannelAdapter};
 
 use super::{
-    CallError, CallResult, ChannelPort, ChargeCall, Instrument, RefundCall, call_error, run_on,
+    CallResult, ChannelPort, ChargeCall, Instrument, RefundCall, call_error, charge_answer,
+    refund_answer, refund_request, run_on,
 };
 use crate::money::Money;
 use crate::payment::{ChargeOutcome, Failure};
@@ -72,20 +71,7 @@ impl ChannelPort for CardPort {
                 card,
                 capture: call.capture,
             };
-            match channel.charge(&request).await {
-                Ok(outcome) => Ok(from_card(outcome)),
-                // The key was blocked by an earlier resolve: this charge can never happen.
-                Err(ChannelError::Rejected { code, .. }) if code == "key_blocked" => {
-                    Ok(ChargeOutcome::NeverCharged)
-                }
-                Err(ChannelError::Rejected { code, .. }) => {
-                    Ok(ChargeOutcome::Declined(Failure::new(
-                        "processing_error",
-                        format!("the payment channel refused the charge ({code})"),
-                    )))
-                }
-                Err(other) => Err(call_error(other)),
-            }
+            charge_answer(channel.charge(&request).await, from_card)
         })
     }
 
@@ -120,19 +106,7 @@ impl ChannelPort for CardPort {
     fn refund(&self, call: RefundCall) -> CallResult<String> {
         let channel = self.channel.clone();
         run_on(&self.io, async move {
-            let request = RefundRequest {
-                idempotency_key: call.key,
-                provider_ref: call.provider_ref,
-                amount_minor: call.amount.minor_units(),
-                currency: call.amount.currency().code().to_string(),
-            };
-            match channel.refund(&request).await.map_err(call_error)? {
-                RefundOutcome::Succeeded { provider_ref } => Ok(provider_ref),
-                RefundOutcome::Failed { code } => Err(CallError::Refused(Failure::new(
-                    code,
-                    "the payment channel refused the refund",
-                ))),
-            }
+            refund_answer(channel.refund(&refund_request(call)).await)
         })
     }
 

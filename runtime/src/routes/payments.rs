@@ -11,7 +11,9 @@ use kassa_actors::money::{Currency, Money};
 use kassa_actors::payment::{
     BankAccountSummary, CaptureMode, CardSummary, Method, NewPayment, Payment, PaymentStatus,
 };
-use kassa_actors::payment_order::{Cancel, Capture, Confirm, Create, Get, Undo, UndoKind};
+use kassa_actors::payment_order::{
+    Cancel, Capture, Confirm, Create, Get, OrderError, OrderReply, PaymentOrder, Undo, UndoKind,
+};
 use kassa_actors::views::payment_json;
 use kassa_channels::card::CardData;
 use kassa_channels::error::{CardDataError, ChannelError};
@@ -493,19 +495,26 @@ async fn check_wallet(app: &App, merchant: &Merchant, new: &NewPayment) -> Resul
 /// `POST /v1/payments/{id}/complete_revert` and `/reverse`: the card pre-authorisation
 /// commands that undo. 200 with the outcome, 202 if the channel has not answered in `wait_ms`.
 pub async fn undo(app: &App, merchant: &Merchant, id: &str, kind: UndoKind, body: &[u8]) -> Answer {
+    let undo = Undo {
+        merchant_id: merchant.id.clone(),
+        kind,
+        settle: true,
+    };
+    run_command(app, merchant, id, body, undo).await
+}
+
+/// A command with no fields but `wait_ms` (cancel, complete_revert, reverse): sent to the
+/// order, answered 200 with the outcome, or 202 if the channel has not answered in `wait_ms`.
+async fn run_command<M>(app: &App, merchant: &Merchant, id: &str, body: &[u8], command: M) -> Answer
+where
+    M: actix::Message<Result = Result<OrderReply, OrderError>> + Send + 'static,
+    PaymentOrder: actix::Handler<M>,
+    <PaymentOrder as actix::Actor>::Context: actix::dev::ToEnvelope<PaymentOrder, M>,
+{
     current(app, merchant, id).await?;
     let wait_ms = optional_wait_ms(body)?;
     let wait_ms = app.wait_ms(wait_ms)?;
-    let reply = app
-        .ask(
-            id,
-            Undo {
-                merchant_id: merchant.id.clone(),
-                kind,
-                settle: true,
-            },
-        )
-        .await?;
+    let reply = app.ask(id, command).await?;
     let payment = app.settle(reply, wait_ms).await;
     payment_answer(&payment, settled_ops(&payment), StatusCode::OK)
 }
@@ -540,20 +549,11 @@ pub async fn capture(app: &App, merchant: &Merchant, id: &str, body: &[u8]) -> A
 }
 
 pub async fn cancel(app: &App, merchant: &Merchant, id: &str, body: &[u8]) -> Answer {
-    current(app, merchant, id).await?;
-    let wait_ms = optional_wait_ms(body)?;
-    let wait_ms = app.wait_ms(wait_ms)?;
-    let reply = app
-        .ask(
-            id,
-            Cancel {
-                merchant_id: merchant.id.clone(),
-                settle: true,
-            },
-        )
-        .await?;
-    let payment = app.settle(reply, wait_ms).await;
-    payment_answer(&payment, settled_ops(&payment), StatusCode::OK)
+    let cancel = Cancel {
+        merchant_id: merchant.id.clone(),
+        settle: true,
+    };
+    run_command(app, merchant, id, body, cancel).await
 }
 
 /// `POST /v1/payments/{id}/confirm`: the customer finished the 3-D Secure step; Kassa asks

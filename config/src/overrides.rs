@@ -99,6 +99,16 @@ fn set_leaf(tree: &mut toml::Table, path: &str, raw: &str, var: &str) -> Result<
                         .parse()
                         .map_err(|_| invalid(format!("`{raw}` is not a whole number")))?,
                 ),
+                // A list of names (its default holds strings): comma-separated, trimmed.
+                toml::Value::Array(items) if items.first().is_some_and(|item| item.is_str()) => {
+                    toml::Value::Array(
+                        raw.split(',')
+                            .map(str::trim)
+                            .filter(|part| !part.is_empty())
+                            .map(|part| toml::Value::String(part.to_string()))
+                            .collect(),
+                    )
+                }
                 toml::Value::Array(_) => toml::Value::Array(
                     raw.split(',')
                         .map(|part| part.trim().parse::<i64>().map(toml::Value::Integer))

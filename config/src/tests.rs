@@ -129,3 +129,46 @@ fn lists_override_as_comma_separated_numbers() {
         "{err}"
     );
 }
+
+#[test]
+fn lists_of_names_override_as_comma_separated_names() {
+    let s = Settings::load(
+        None,
+        env(&[(
+            "KASSA_SANDBOX_CHAOS_CHANNELS",
+            "card, qr_wallet,bank_transfer",
+        )]),
+    )
+    .unwrap();
+    assert_eq!(
+        s.sandbox.chaos_channels,
+        ["card", "qr_wallet", "bank_transfer"]
+    );
+    let err =
+        Settings::load(None, env(&[("KASSA_SANDBOX_CHAOS_CHANNELS", "card,telex")])).unwrap_err();
+    assert!(err.to_string().contains("sandbox.chaos_channels"), "{err}");
+}
+
+#[test]
+fn every_channel_has_its_own_settings() {
+    let s = Settings::load(
+        None,
+        env(&[
+            ("KASSA_CHANNELS_QR_WALLET_RATE_PER_S", "7"),
+            ("KASSA_CHANNELS_BANK_TRANSFER_ENABLED", "false"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(s.channels.qr_wallet.rate_per_s, 7);
+    assert_eq!(s.channels.card.rate_per_s, 1_000);
+    assert!(!s.channels.bank_transfer.enabled);
+    let err = Settings::load(
+        None,
+        env(&[("KASSA_CHANNELS_APP_WALLET_INFLIGHT_MAX", "0")]),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("channels.app_wallet.inflight_max"),
+        "{err}"
+    );
+}

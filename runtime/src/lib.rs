@@ -6,7 +6,8 @@
 //! - `server.rs`      — start-up, the accept loop, graceful shutdown, crash recovery scan.
 //! - `channels.rs`    — the embedded sandbox's start and one adapter + port per channel.
 //! - `router.rs`      — method + path → route; body limit, auth and idempotency around every call.
-//! - `routes/`        — one file per resource: `payments.rs`, `refunds.rs`, `admin.rs`.
+//! - `routes/`        — one file per resource: `payments.rs`, `refunds.rs`, `wallets.rs`,
+//!   `callbacks.rs` (providers' reports), `admin.rs`.
 //! - `http/`          — the error object (`error.rs`), merchant signatures and the admin token
 //!   (`auth.rs`), bounded bodies (`body.rs`), strict JSON fields (`fields.rs`).
 //! - `idempotency.rs` — `Idempotency-Key`: in-progress guard, durable replay, key reuse.

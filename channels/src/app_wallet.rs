@@ -30,9 +30,11 @@ use crate::adapter::{ChannelAdapter, Protocol};
 use crate::card::{RefundOutcome, RefundRequest};
 use crate::error::ChannelError;
 use crate::outcome::{
-    AsyncPayment, AsyncPaymentRequest, LookupOutcome, checked_reference, expect_protocol,
-    inconsistent, parse, send_json,
+    AsyncPayment, AsyncPaymentRequest, LookupOutcome, checked_key, checked_reference,
+    expect_protocol, lookup_outcome, own, parse, refund_outcome, send_json,
 };
+
+const PROTOCOL: Protocol = Protocol::AppWallet;
 
 const CREATE_PATH: &str = "/app/v3/pay/transactions/native";
 const BY_KEY_PATH: &str = "/app/v3/pay/transactions/out-trade-no/";
@@ -69,7 +71,7 @@ impl AppWalletChannel {
         &self,
         request: &AsyncPaymentRequest,
     ) -> Result<AsyncPayment, ChannelError> {
-        let key = self.checked_key(&request.idempotency_key)?;
+        let key = checked_key(&self.adapter, PROTOCOL, &request.idempotency_key)?;
         let body = CreateBody {
             out_trade_no: key,
             description: &request.description,
@@ -80,42 +82,36 @@ impl AppWalletChannel {
         };
         let answer =
             send_json(&self.adapter, Method::POST, CREATE_PATH.into(), Some(&body)).await?;
-        own_transaction(parse(&answer, "transaction")?, key)
+        own::<Transaction>(parse(&answer, "transaction")?, key)
     }
 
     /// Asks for the order under `idempotency_key`. Without one, the wallet closes the key:
     /// `NotFound` is final.
     pub async fn lookup(&self, idempotency_key: &str) -> Result<LookupOutcome, ChannelError> {
-        let key = self.checked_key(idempotency_key)?;
+        let key = checked_key(&self.adapter, PROTOCOL, idempotency_key)?;
         let path = format!("{BY_KEY_PATH}{}", utf8_percent_encode(key, PATH_SEGMENT));
         let answer = send_json::<Empty>(&self.adapter, Method::GET, path, None).await?;
         let answer: QueryResponse = parse(&answer, "query answer")?;
-        match (answer.found, answer.transaction) {
-            (true, Some(transaction)) => {
-                Ok(LookupOutcome::Found(own_transaction(transaction, key)?))
-            }
-            (false, None) => Ok(LookupOutcome::NotFound),
-            (true, None) | (false, Some(_)) => Err(inconsistent("query answer")),
-        }
+        lookup_outcome(answer.found, answer.transaction, key)
     }
 
     /// Closes the unpaid order under `idempotency_key` (it ends `Failed` with `order_closed`).
     /// An order paid meanwhile is returned `Succeeded`. An unknown key is closed for good and
     /// answered `Rejected { status: 404, code: "payment_not_found" }`.
     pub async fn cancel(&self, idempotency_key: &str) -> Result<AsyncPayment, ChannelError> {
-        let key = self.checked_key(idempotency_key)?;
+        let key = checked_key(&self.adapter, PROTOCOL, idempotency_key)?;
         let path = format!(
             "{BY_KEY_PATH}{}/close",
             utf8_percent_encode(key, PATH_SEGMENT)
         );
         let answer = send_json(&self.adapter, Method::POST, path, Some(&Empty {})).await?;
-        own_transaction(parse(&answer, "transaction")?, key)
+        own::<Transaction>(parse(&answer, "transaction")?, key)
     }
 
     /// Refunds part or all of a paid order (`provider_ref` is its `prepay_id`). More than is
     /// left is `Ok(RefundOutcome::Failed { code: "amount_exceeds_captured" })`.
     pub async fn refund(&self, request: &RefundRequest) -> Result<RefundOutcome, ChannelError> {
-        expect_protocol(&self.adapter, Protocol::AppWallet)?;
+        expect_protocol(&self.adapter, PROTOCOL)?;
         let body = RefundBody {
             prepay_id: checked_reference(&request.provider_ref, "invalid_provider_ref")?,
             out_refund_no: checked_reference(&request.idempotency_key, "invalid_idempotency_key")?,
@@ -127,26 +123,14 @@ impl AppWalletChannel {
         let answer =
             send_json(&self.adapter, Method::POST, REFUND_PATH.into(), Some(&body)).await?;
         let refund: RefundResponse = parse(&answer, "refund")?;
-        Ok(match refund.status {
-            RefundStatus::Success => RefundOutcome::Succeeded {
-                provider_ref: refund.refund_id,
-            },
-            RefundStatus::Failed => RefundOutcome::Failed {
-                code: refund.fail_code.unwrap_or_else(|| String::from("unknown")),
-            },
-        })
+        let succeeded = match refund.status {
+            RefundStatus::Success => true,
+            RefundStatus::Failed => false,
+        };
+        Ok(refund_outcome(
+            succeeded,
+            refund.refund_id,
+            refund.fail_code,
+        ))
     }
-
-    fn checked_key<'a>(&self, key: &'a str) -> Result<&'a str, ChannelError> {
-        expect_protocol(&self.adapter, Protocol::AppWallet)?;
-        checked_reference(key, "invalid_idempotency_key")
-    }
-}
-
-/// The transaction as a payment, if it is the one asked about.
-fn own_transaction(transaction: Transaction, key: &str) -> Result<AsyncPayment, ChannelError> {
-    if transaction.out_trade_no != key {
-        return Err(inconsistent("transaction (another out_trade_no)"));
-    }
-    transaction.into_payment()
 }

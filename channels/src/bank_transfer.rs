@@ -28,9 +28,12 @@ use crate::adapter::{ChannelAdapter, Protocol};
 use crate::card::{RefundOutcome, RefundRequest};
 use crate::error::ChannelError;
 use crate::outcome::{
-    AsyncPayment, AsyncPaymentRequest, LookupOutcome, TRANSFER_NOT_CANCELABLE, checked_reference,
-    expect_protocol, inconsistent, local_rejection, parse, send_json,
+    AsyncPayment, AsyncPaymentRequest, LookupOutcome, TRANSFER_NOT_CANCELABLE, checked_key,
+    checked_reference, expect_protocol, local_rejection, lookup_outcome, own, parse,
+    refund_outcome, send_json,
 };
+
+const PROTOCOL: Protocol = Protocol::BankTransfer;
 
 const TRANSFERS_PATH: &str = "/bank/v1/transfers";
 const QUERY_PATH: &str = "/bank/v1/transfers/query";
@@ -62,7 +65,7 @@ impl BankTransferChannel {
         &self,
         request: &AsyncPaymentRequest,
     ) -> Result<AsyncPayment, ChannelError> {
-        let key = self.checked_key(&request.idempotency_key)?;
+        let key = checked_key(&self.adapter, PROTOCOL, &request.idempotency_key)?;
         let account = request
             .payer_account
             .as_ref()
@@ -86,28 +89,24 @@ impl BankTransferChannel {
             Some(&body),
         )
         .await?;
-        own_transfer(parse(&answer, "transfer")?, key)
+        own::<Transfer>(parse(&answer, "transfer")?, key)
     }
 
     /// Asks for the transfer under `idempotency_key`. Without one, the bank closes the key:
     /// `NotFound` is final.
     pub async fn lookup(&self, idempotency_key: &str) -> Result<LookupOutcome, ChannelError> {
-        let key = self.checked_key(idempotency_key)?;
+        let key = checked_key(&self.adapter, PROTOCOL, idempotency_key)?;
         let body = QueryBody { end_to_end_id: key };
         let answer = send_json(&self.adapter, Method::POST, QUERY_PATH.into(), Some(&body)).await?;
         let answer: QueryResponse = parse(&answer, "query answer")?;
-        match (answer.found, answer.transfer) {
-            (true, Some(transfer)) => Ok(LookupOutcome::Found(own_transfer(transfer, key)?)),
-            (false, None) => Ok(LookupOutcome::NotFound),
-            (true, None) | (false, Some(_)) => Err(inconsistent("query answer")),
-        }
+        lookup_outcome(answer.found, answer.transfer, key)
     }
 
     /// A submitted transfer cannot be recalled: always
     /// `Rejected { status: 409, code: "transfer_not_cancelable" }`, decided locally (the
     /// protocol has no such request, so nothing is sent). Refund a settled transfer instead.
     pub async fn cancel(&self, idempotency_key: &str) -> Result<AsyncPayment, ChannelError> {
-        self.checked_key(idempotency_key)?;
+        checked_key(&self.adapter, PROTOCOL, idempotency_key)?;
         Err(ChannelError::Rejected {
             status: 409,
             code: TRANSFER_NOT_CANCELABLE.to_owned(),
@@ -117,7 +116,7 @@ impl BankTransferChannel {
     /// Returns part or all of a settled transfer (`provider_ref` is its `transfer_id`). More
     /// than is left is `Ok(RefundOutcome::Failed { code: "amount_exceeds_captured" })`.
     pub async fn refund(&self, request: &RefundRequest) -> Result<RefundOutcome, ChannelError> {
-        expect_protocol(&self.adapter, Protocol::BankTransfer)?;
+        expect_protocol(&self.adapter, PROTOCOL)?;
         let body = ReturnBody {
             return_id: checked_reference(&request.idempotency_key, "invalid_idempotency_key")?,
             transfer_id: checked_reference(&request.provider_ref, "invalid_provider_ref")?,
@@ -132,28 +131,14 @@ impl BankTransferChannel {
         )
         .await?;
         let answer: ReturnResponse = parse(&answer, "return")?;
-        Ok(match answer.status {
-            ReturnStatus::Completed => RefundOutcome::Succeeded {
-                provider_ref: answer.return_ref,
-            },
-            ReturnStatus::Refused => RefundOutcome::Failed {
-                code: answer
-                    .reason_code
-                    .unwrap_or_else(|| String::from("unknown")),
-            },
-        })
+        let succeeded = match answer.status {
+            ReturnStatus::Completed => true,
+            ReturnStatus::Refused => false,
+        };
+        Ok(refund_outcome(
+            succeeded,
+            answer.return_ref,
+            answer.reason_code,
+        ))
     }
-
-    fn checked_key<'a>(&self, key: &'a str) -> Result<&'a str, ChannelError> {
-        expect_protocol(&self.adapter, Protocol::BankTransfer)?;
-        checked_reference(key, "invalid_idempotency_key")
-    }
-}
-
-/// The transfer as a payment, if it is the one asked about.
-fn own_transfer(transfer: Transfer, key: &str) -> Result<AsyncPayment, ChannelError> {
-    if transfer.end_to_end_id != key {
-        return Err(inconsistent("transfer (another end_to_end_id)"));
-    }
-    transfer.into_payment()
 }

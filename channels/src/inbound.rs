@@ -23,7 +23,7 @@ use crate::app_wallet::signature::{self as app_signature, AEAD_ALGORITHM, AeadEr
 use crate::app_wallet::transformers::{Notification, Transaction};
 use crate::bank_transfer::signature as bank_signature;
 use crate::bank_transfer::transformers::Event;
-use crate::outcome::AsyncPayment;
+use crate::outcome::{AsyncPayment, Reported};
 use crate::qr_wallet::signature as qr_signature;
 use crate::qr_wallet::transformers::Trade;
 use crate::signing::SignatureError;
@@ -104,10 +104,7 @@ fn decode_qr(api_secret: &[u8], body: &[u8], now_s: u64) -> Result<AsyncPayment,
     if params.get("notify_type").map(String::as_str) != Some(QR_NOTIFY_TYPE) {
         return Err(InboundError::UnknownEvent);
     }
-    Trade::from_params(&params)
-        .map_err(InboundError::Unreadable)?
-        .into_payment()
-        .map_err(|error| InboundError::Unreadable(error.to_string()))
+    reported(Trade::from_params(&params).map_err(InboundError::Unreadable)?)
 }
 
 fn decode_app(
@@ -135,10 +132,7 @@ fn decode_app(
         &resource.associated_data,
         &resource.ciphertext,
     )?;
-    let transaction: Transaction = json(&plaintext, "resource")?;
-    transaction
-        .into_payment()
-        .map_err(|error| InboundError::Unreadable(error.to_string()))
+    reported(json::<Transaction>(&plaintext, "resource")?)
 }
 
 fn decode_bank(
@@ -154,8 +148,12 @@ fn decode_bank(
     if !BANK_EVENT_TYPES.contains(&event.event_type.as_str()) {
         return Err(InboundError::UnknownEvent);
     }
-    event
-        .transfer
+    reported(event.transfer)
+}
+
+/// The payment a signed report holds; a report that does not hold together is unreadable.
+fn reported<R: Reported>(report: R) -> Result<AsyncPayment, InboundError> {
+    report
         .into_payment()
         .map_err(|error| InboundError::Unreadable(error.to_string()))
 }

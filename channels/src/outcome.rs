@@ -14,9 +14,9 @@
 
 use bytes::Bytes;
 use hyper::Method;
-use serde::de::DeserializeOwned;
 
 use crate::adapter::{ChannelAdapter, Protocol, WireRequest};
+use crate::card::RefundOutcome;
 use crate::error::ChannelError;
 use crate::secret::Secret;
 
@@ -128,6 +128,66 @@ pub(crate) fn expect_protocol(
     }
 }
 
+/// The key of a call through `adapter`, which must speak `protocol`, checked before sending.
+pub(crate) fn checked_key<'a>(
+    adapter: &ChannelAdapter,
+    protocol: Protocol,
+    key: &'a str,
+) -> Result<&'a str, ChannelError> {
+    expect_protocol(adapter, protocol)?;
+    checked_reference(key, "invalid_idempotency_key")
+}
+
+/// A provider's wire report of one payment (a trade, a transaction, a transfer).
+pub(crate) trait Reported {
+    /// What an answer about another key is, in the error.
+    const ANOTHER_KEY: &'static str;
+
+    /// Kassa's key the report is about.
+    fn key(&self) -> &str;
+
+    /// The payment it reports, if the report holds together.
+    fn into_payment(self) -> Result<AsyncPayment, ChannelError>;
+}
+
+/// The reported payment, if it is the one asked about under `key`.
+pub(crate) fn own<R: Reported>(report: R, key: &str) -> Result<AsyncPayment, ChannelError> {
+    if report.key() != key {
+        return Err(inconsistent(R::ANOTHER_KEY));
+    }
+    report.into_payment()
+}
+
+/// A query's answer (`found`, and the report when found) about `key`.
+pub(crate) fn lookup_outcome<R: Reported>(
+    found: bool,
+    report: Option<R>,
+    key: &str,
+) -> Result<LookupOutcome, ChannelError> {
+    match (found, report) {
+        (true, Some(report)) => Ok(LookupOutcome::Found(own(report, key)?)),
+        (false, None) => Ok(LookupOutcome::NotFound),
+        (true, None) | (false, Some(_)) => Err(inconsistent("query answer")),
+    }
+}
+
+/// A refund's answer: succeeded under the provider's `refund_ref`, or failed with its code.
+pub(crate) fn refund_outcome(
+    succeeded: bool,
+    refund_ref: String,
+    failure_code: Option<String>,
+) -> RefundOutcome {
+    if succeeded {
+        RefundOutcome::Succeeded {
+            provider_ref: refund_ref,
+        }
+    } else {
+        RefundOutcome::Failed {
+            code: failure_code.unwrap_or_else(|| String::from("unknown")),
+        }
+    }
+}
+
 /// A refusal decided before anything was sent: never retried, and nothing happened.
 pub(crate) fn local_rejection(code: &str) -> ChannelError {
     ChannelError::Rejected {
@@ -189,18 +249,9 @@ pub(crate) async fn send_form(
     Ok(adapter.send(request).await?.body)
 }
 
-/// Parses a 2xx JSON body. The error names the expected shape and the position, never the
-/// body's contents.
-pub(crate) fn parse<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ChannelError> {
-    serde_json::from_slice(body).map_err(|error| {
-        ChannelError::Unreadable(format!(
-            "{what} at line {} column {}: {:?}",
-            error.line(),
-            error.column(),
-            error.classify()
-        ))
-    })
-}
+/// Parses a 2xx JSON body, as the card channel does: the error names the expected shape and
+/// the position, never the body's contents.
+pub(crate) use crate::card::transformers::parse;
 
 /// A provider answer that contradicts itself or the request: the provider may have acted, so
 /// the outcome is unknown.

@@ -23,9 +23,11 @@ use crate::adapter::{ChannelAdapter, Protocol};
 use crate::card::{RefundOutcome, RefundRequest};
 use crate::error::ChannelError;
 use crate::outcome::{
-    self, AsyncPayment, AsyncPaymentRequest, LookupOutcome, checked_reference, expect_protocol,
-    inconsistent, parse, send_form,
+    AsyncPayment, AsyncPaymentRequest, LookupOutcome, checked_key, checked_reference,
+    expect_protocol, lookup_outcome, own, parse, refund_outcome, send_form,
 };
+
+const PROTOCOL: Protocol = Protocol::QrWallet;
 
 /// The wallet's endpoints.
 const PRECREATE_PATH: &str = "/qr/v1/trade/precreate";
@@ -57,7 +59,7 @@ impl QrWalletChannel {
         &self,
         request: &AsyncPaymentRequest,
     ) -> Result<AsyncPayment, ChannelError> {
-        let key = self.checked_key(&request.idempotency_key)?;
+        let key = checked_key(&self.adapter, PROTOCOL, &request.idempotency_key)?;
         let amount = request.amount_minor.to_string();
         let params = [
             ("out_trade_no", key),
@@ -66,35 +68,31 @@ impl QrWalletChannel {
             ("subject", request.description.as_str()),
         ];
         let body = send_form(&self.adapter, PRECREATE_PATH, &params).await?;
-        own_trade(parse::<Trade>(&body, "trade")?, key)
+        own(parse::<Trade>(&body, "trade")?, key)
     }
 
     /// Asks for the trade under `idempotency_key`. Without one, the wallet closes the key:
     /// `NotFound` is final.
     pub async fn lookup(&self, idempotency_key: &str) -> Result<LookupOutcome, ChannelError> {
-        let key = self.checked_key(idempotency_key)?;
+        let key = checked_key(&self.adapter, PROTOCOL, idempotency_key)?;
         let body = send_form(&self.adapter, QUERY_PATH, &[("out_trade_no", key)]).await?;
         let answer: QueryResponse = parse(&body, "query answer")?;
-        match (answer.found, answer.trade) {
-            (true, Some(trade)) => Ok(LookupOutcome::Found(own_trade(trade, key)?)),
-            (false, None) => Ok(LookupOutcome::NotFound),
-            (true, None) | (false, Some(_)) => Err(inconsistent("query answer")),
-        }
+        lookup_outcome(answer.found, answer.trade, key)
     }
 
     /// Closes the unpaid trade under `idempotency_key` (it ends `Failed` with `order_closed`).
     /// A trade paid meanwhile is returned `Succeeded`. An unknown key is closed for good and
     /// answered `Rejected { status: 404, code: "payment_not_found" }`.
     pub async fn cancel(&self, idempotency_key: &str) -> Result<AsyncPayment, ChannelError> {
-        let key = self.checked_key(idempotency_key)?;
+        let key = checked_key(&self.adapter, PROTOCOL, idempotency_key)?;
         let body = send_form(&self.adapter, CLOSE_PATH, &[("out_trade_no", key)]).await?;
-        own_trade(parse::<Trade>(&body, "trade")?, key)
+        own(parse::<Trade>(&body, "trade")?, key)
     }
 
     /// Refunds part or all of a paid trade (`provider_ref` is its `trade_no`). More than is
     /// left is `Ok(RefundOutcome::Failed { code: "amount_exceeds_captured" })`.
     pub async fn refund(&self, request: &RefundRequest) -> Result<RefundOutcome, ChannelError> {
-        expect_protocol(&self.adapter, Protocol::QrWallet)?;
+        expect_protocol(&self.adapter, PROTOCOL)?;
         let trade_no = checked_reference(&request.provider_ref, "invalid_provider_ref")?;
         let key = checked_reference(&request.idempotency_key, "invalid_idempotency_key")?;
         let amount = request.amount_minor.to_string();
@@ -106,26 +104,14 @@ impl QrWalletChannel {
         ];
         let body = send_form(&self.adapter, REFUND_PATH, &params).await?;
         let refund: RefundResponse = parse(&body, "refund")?;
-        Ok(match refund.refund_status {
-            RefundStatus::RefundSuccess => RefundOutcome::Succeeded {
-                provider_ref: refund.refund_no,
-            },
-            RefundStatus::RefundFail => RefundOutcome::Failed {
-                code: refund.fail_code.unwrap_or_else(|| String::from("unknown")),
-            },
-        })
+        let succeeded = match refund.refund_status {
+            RefundStatus::RefundSuccess => true,
+            RefundStatus::RefundFail => false,
+        };
+        Ok(refund_outcome(
+            succeeded,
+            refund.refund_no,
+            refund.fail_code,
+        ))
     }
-
-    fn checked_key<'a>(&self, key: &'a str) -> Result<&'a str, ChannelError> {
-        expect_protocol(&self.adapter, Protocol::QrWallet)?;
-        checked_reference(key, "invalid_idempotency_key")
-    }
-}
-
-/// The trade as a payment, if it is the one asked about.
-fn own_trade(trade: Trade, key: &str) -> Result<AsyncPayment, ChannelError> {
-    if trade.out_trade_no != key {
-        return Err(outcome::inconsistent("trade (another out_trade_no)"));
-    }
-    trade.into_payment()
 }

@@ -23,27 +23,30 @@
 //! Layout:
 //!
 //! * `server`: the accept loop, connection bounds and graceful shutdown;
-//! * `routes`: authentication (`Sandbox-Signature`), the behaviour's verdict, routing, JSON
-//!   errors, latency, held requests;
+//! * `routes`: authentication (`Sandbox-Signature`, or the channel's protocol), each channel's
+//!   verdict from its behaviour, routing, JSON errors, latency, held requests;
 //! * `behaviour`: [`Behaviour`], its bounds, the seeded RNG and the per-request draw (no I/O);
 //! * `stats`: the counters behind `GET /sandbox/stats`;
 //! * `callbacks`: the bounded, delayed sender of every channel's signed callbacks
 //!   (`charge.updated`, and each asynchronous protocol's envelope);
 //! * `control`: `GET`/`PUT /sandbox/behaviour`, `GET`/`PUT
 //!   /sandbox/channels/{channel}/behaviour` and `GET /sandbox/stats`;
+//! * `requests`: what every protocol's endpoints share: JSON bodies and answers, field checks,
+//!   ledger work on the blocking pool;
 //! * `card_api`: the card protocol's endpoints, request checks and the test-card table;
 //! * `ledger`: the SQLite ledger, where each check-and-write is one transaction;
 //! * `wire`: the provider's JSON shapes;
 //! * `channels`: which paths belong to which channel, each asynchronous channel's behaviour and
 //!   counters, its derived keys;
-//! * `async_routes`: the asynchronous channels' requests: signature by protocol, the channel's
-//!   verdict, the unsigned customer pages;
+//! * `async_routes`: the asynchronous channels' requests: signature by protocol, routes, the
+//!   unsigned customer pages;
 //! * `settlement`: what the asynchronous channels share: the ledger calls, settlement timers,
 //!   outcome callbacks, the test-amount rule, `GET /sandbox/ledger`;
 //! * `qr_api`, `app_api`, `bank_api`: each asynchronous protocol's endpoints, wire shapes and
 //!   callback envelope;
 //! * `async_ledger`: the asynchronous payments, refunds and tombstones, in their own tables of
 //!   the same SQLite file.
+//! * `sqlite`: what both ledgers share: opening the file, the salt, derived ids, reading rows.
 //!
 //! Endpoints: `POST /card/v1/charges`, `POST /card/v1/charges/{id}/capture`,
 //! `POST /card/v1/charges/{id}/void`, `POST /card/v1/charges/{id}/uncapture`,
@@ -66,9 +69,11 @@ pub(crate) mod channels;
 mod control;
 mod ledger;
 mod qr_api;
+mod requests;
 mod routes;
 mod server;
 mod settlement;
+mod sqlite;
 mod stats;
 mod wire;
 

@@ -23,6 +23,8 @@
 //! [`SIGNATURE_TOLERANCE_S`] of its own clock and compares MACs in constant time.
 
 use hmac::{Hmac, Mac};
+use hyper::HeaderMap;
+use hyper::header::HeaderValue;
 use sha2::Sha256;
 
 /// How far (either way) a signature's timestamp may be from the verifier's clock. A request's
@@ -66,6 +68,18 @@ pub(crate) fn hmac(key: &[u8]) -> Hmac<Sha256> {
     // HMAC accepts keys of any length (long keys are hashed, short ones padded), so
     // `new_from_slice` cannot fail for `Hmac<Sha256>`.
     Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length")
+}
+
+/// One header of a signed message: its name and value.
+pub(crate) type SignedHeader = (&'static str, HeaderValue);
+
+/// The value of the header `name`, which a signature needs.
+pub(crate) fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, SignatureError> {
+    headers
+        .get(name)
+        .ok_or(SignatureError::Missing)?
+        .to_str()
+        .map_err(|_| SignatureError::Malformed)
 }
 
 /// Parses a unix-seconds timestamp and checks it is within the tolerance of `now_s`.

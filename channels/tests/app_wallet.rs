@@ -6,7 +6,9 @@
 mod async_support;
 mod common;
 
-use async_support::{CallbackReceiver, app, customer, decided, refund, request, set, start};
+use async_support::{
+    action_url, app, customer, decided, receive_callbacks, refund, request, set, start,
+};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use common::SECRET;
@@ -22,29 +24,24 @@ use serde_json::Value;
 #[tokio::test]
 async fn an_order_paid_in_the_app_is_reported_by_an_encrypted_signed_callback() {
     let sandbox = start().await;
-    let receiver = CallbackReceiver::start("app_wallet", 0).await;
-    set(
+    let receiver = receive_callbacks(
         &sandbox,
         "app_wallet",
+        0,
         Behaviour {
-            callback_url: Some(receiver.url.clone()),
             duplicate_callback_rate_percent: 100,
             seed: 9,
             ..Behaviour::default()
         },
-    );
+    )
+    .await;
     let channel = app(&sandbox);
     let created = channel
         .create(&request("app-pay-1", 880))
         .await
         .expect("created");
     assert!(created.provider_ref.starts_with("wx_"), "{created:?}");
-    let AsyncStatus::Pending {
-        action_url: Some(action_url),
-    } = &created.status
-    else {
-        panic!("a new order waits for its customer: {created:?}");
-    };
+    let action_url = action_url(&created);
     assert!(action_url.ends_with(&format!("/app/pay/{}", created.provider_ref)));
     assert_eq!(
         channel.create(&request("app-pay-1", 880)).await,

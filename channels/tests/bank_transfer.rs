@@ -6,7 +6,7 @@
 mod async_support;
 mod common;
 
-use async_support::{CallbackReceiver, IBAN, bank, bank_request, decided, refund, set, start};
+use async_support::{IBAN, bank, bank_request, decided, receive_callbacks, refund, set, start};
 use common::SECRET;
 use kassa_channels::inbound::InboundError;
 use kassa_channels::sandbox::Behaviour;
@@ -17,17 +17,17 @@ use serde_json::Value;
 #[tokio::test]
 async fn a_transfer_is_accepted_then_settled_and_announced_by_a_signed_callback() {
     let sandbox = start().await;
-    let receiver = CallbackReceiver::start("bank_transfer", 0).await;
-    set(
+    let receiver = receive_callbacks(
         &sandbox,
         "bank_transfer",
+        0,
         Behaviour {
-            callback_url: Some(receiver.url.clone()),
             settle_delay_ms_min: 20,
             settle_delay_ms_max: 50,
             ..Behaviour::default()
         },
-    );
+    )
+    .await;
     let channel = bank(&sandbox);
     let accepted = channel
         .create(&bank_request("bt-1", 25_000_000))
@@ -79,18 +79,18 @@ async fn a_transfer_is_accepted_then_settled_and_announced_by_a_signed_callback(
 #[tokio::test]
 async fn without_a_callback_only_a_lookup_learns_the_outcome() {
     let sandbox = start().await;
-    let receiver = CallbackReceiver::start("bank_transfer", 0).await;
-    set(
+    let receiver = receive_callbacks(
         &sandbox,
         "bank_transfer",
+        0,
         Behaviour {
-            callback_url: Some(receiver.url.clone()),
             callback_rate_percent: 0,
             settle_delay_ms_min: 10,
             settle_delay_ms_max: 10,
             ..Behaviour::default()
         },
-    );
+    )
+    .await;
     let channel = bank(&sandbox);
     channel
         .create(&bank_request("bt-quiet", 77_013))

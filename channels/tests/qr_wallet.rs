@@ -5,7 +5,9 @@
 mod async_support;
 mod common;
 
-use async_support::{CallbackReceiver, customer, decided, qr, refund, request, set, start};
+use async_support::{
+    action_url, customer, decided, qr, receive_callbacks, refund, request, set, start,
+};
 use common::SECRET;
 use hyper::StatusCode;
 use kassa_channels::inbound::InboundError;
@@ -16,27 +18,14 @@ use kassa_channels::{AsyncStatus, ChannelError, LookupOutcome, RefundOutcome};
 #[tokio::test]
 async fn a_trade_paid_on_the_customer_page_is_reported_by_a_signed_callback() {
     let sandbox = start().await;
-    let receiver = CallbackReceiver::start("qr_wallet", 0).await;
-    set(
-        &sandbox,
-        "qr_wallet",
-        Behaviour {
-            callback_url: Some(receiver.url.clone()),
-            ..Behaviour::default()
-        },
-    );
+    let receiver = receive_callbacks(&sandbox, "qr_wallet", 0, Behaviour::default()).await;
     let channel = qr(&sandbox);
 
     let created = channel
         .create(&request("qr-pay-1", 1_250))
         .await
         .expect("created");
-    let AsyncStatus::Pending {
-        action_url: Some(action_url),
-    } = &created.status
-    else {
-        panic!("a new trade waits for its customer: {created:?}");
-    };
+    let action_url = action_url(&created);
     assert!(action_url.contains("/qr/pay/"), "{action_url}");
     assert_eq!(
         (created.amount_minor, created.currency.as_str()),
@@ -106,26 +95,13 @@ async fn a_trade_paid_on_the_customer_page_is_reported_by_a_signed_callback() {
 #[tokio::test]
 async fn a_callback_not_answered_success_is_sent_again() {
     let sandbox = start().await;
-    let receiver = CallbackReceiver::start("qr_wallet", 1).await;
-    set(
-        &sandbox,
-        "qr_wallet",
-        Behaviour {
-            callback_url: Some(receiver.url.clone()),
-            ..Behaviour::default()
-        },
-    );
+    let receiver = receive_callbacks(&sandbox, "qr_wallet", 1, Behaviour::default()).await;
     let channel = qr(&sandbox);
     let created = channel
         .create(&request("qr-retry-1", 300))
         .await
         .expect("created");
-    let AsyncStatus::Pending {
-        action_url: Some(url),
-    } = &created.status
-    else {
-        panic!("pending");
-    };
+    let url = action_url(&created);
     customer(url, true).await;
     let callbacks = receiver.wait_for(2, 5_000).await;
     let first = callbacks[0].decode("qr_wallet", SECRET).expect("signed");
@@ -233,12 +209,7 @@ async fn refunds_stay_within_the_paid_amount_and_close_ends_unpaid_trades() {
             code: "payment_not_refundable".into()
         })
     );
-    let AsyncStatus::Pending {
-        action_url: Some(url),
-    } = &trade.status
-    else {
-        panic!("pending");
-    };
+    let url = action_url(&trade);
     customer(url, false).await;
     let first = channel
         .refund(&refund("qr-rf-1", &trade.provider_ref, 600, "CNY"))
@@ -284,12 +255,7 @@ async fn refunds_stay_within_the_paid_amount_and_close_ends_unpaid_trades() {
         "{closed:?}"
     );
     // The customer comes too late.
-    let AsyncStatus::Pending {
-        action_url: Some(url),
-    } = &unpaid.status
-    else {
-        panic!("pending");
-    };
+    let url = action_url(&unpaid);
     let (_, page) = customer(url, false).await;
     assert_eq!(page["trade_status"], "TRADE_CLOSED");
     // Closing an unknown key closes it for good.

@@ -55,8 +55,7 @@ impl Protocol {
 const JSON: &str = "application/json";
 const FORM: &str = "application/x-www-form-urlencoded";
 
-/// One header of a signed request: a name the HTTP builder accepts, and its value.
-pub(crate) type SignedHeader = (&'static str, HeaderValue);
+pub(crate) use crate::signing::SignedHeader;
 
 /// Signs requests the way the adapter's protocol does.
 pub(crate) struct Signer {
@@ -110,56 +109,26 @@ impl Signer {
         request: &WireRequest,
         now_s: u64,
     ) -> Result<Vec<SignedHeader>, ChannelError> {
-        let value = |text: String| HeaderValue::from_str(&text).map_err(|_| unsignable());
-        let method = request.method.as_str();
-        let content_type = ("content-type", HeaderValue::from_static(JSON));
-        match self.protocol {
+        let (method, path, body) = (request.method.as_str(), &request.path, &request.body);
+        let key = self.sign_key.expose();
+        let signed = match self.protocol {
             Protocol::Card => {
-                let signature = card_signature::header_value(
-                    self.api_secret.expose().as_bytes(),
-                    now_s,
-                    method,
-                    &request.path,
-                    &request.body,
-                );
-                Ok(vec![
-                    content_type,
-                    (card_signature::SIGNATURE_HEADER, value(signature)?),
-                ])
+                let secret = self.api_secret.expose().as_bytes();
+                let signature = card_signature::header_value(secret, now_s, method, path, body);
+                HeaderValue::from_str(&signature)
+                    .map(|value| vec![(card_signature::SIGNATURE_HEADER, value)])
             }
-            Protocol::QrWallet => Ok(vec![("content-type", HeaderValue::from_static(FORM))]),
-            Protocol::AppWallet => {
-                let nonce = crate::signing::random_hex(app_signature::NONCE_BYTES);
-                let signature = app_signature::signature(
-                    self.sign_key.expose(),
-                    now_s,
-                    &nonce,
-                    method,
-                    &request.path,
-                    &request.body,
-                );
-                Ok(vec![
-                    content_type,
-                    (app_signature::TIMESTAMP_HEADER, HeaderValue::from(now_s)),
-                    (app_signature::NONCE_HEADER, value(nonce)?),
-                    (app_signature::SIGNATURE_HEADER, value(signature)?),
-                ])
+            Protocol::QrWallet => {
+                return Ok(vec![("content-type", HeaderValue::from_static(FORM))]);
             }
+            Protocol::AppWallet => app_signature::signed_headers(key, now_s, method, path, body),
             Protocol::BankTransfer => {
-                let signature = bank_signature::signature(
-                    self.sign_key.expose(),
-                    now_s,
-                    method,
-                    &request.path,
-                    &request.body,
-                );
-                Ok(vec![
-                    content_type,
-                    (bank_signature::TIMESTAMP_HEADER, HeaderValue::from(now_s)),
-                    (bank_signature::SIGNATURE_HEADER, value(signature)?),
-                ])
+                bank_signature::signed_headers(key, now_s, method, path, body)
             }
-        }
+        };
+        let mut headers = vec![("content-type", HeaderValue::from_static(JSON))];
+        headers.extend(signed.map_err(|_| unsignable())?);
+        Ok(headers)
     }
 }
 

@@ -23,8 +23,9 @@ use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use hyper::HeaderMap;
+use hyper::header::{HeaderValue, InvalidHeaderValue};
 
-use crate::signing::{self, PURPOSE_AEAD, PURPOSE_SIGN, SignatureError};
+use crate::signing::{self, PURPOSE_AEAD, PURPOSE_SIGN, SignatureError, SignedHeader, header};
 
 /// The channel's name in the key derivation.
 pub const CHANNEL: &str = "app_wallet";
@@ -94,6 +95,23 @@ pub fn signature(
     )
 }
 
+/// The three headers of a message signed at `timestamp_s` with a fresh nonce.
+pub(crate) fn signed_headers(
+    key: &[u8],
+    timestamp_s: u64,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> Result<Vec<SignedHeader>, InvalidHeaderValue> {
+    let nonce = signing::random_hex(NONCE_BYTES);
+    let signature = signature(key, timestamp_s, &nonce, method, path, body);
+    Ok(vec![
+        (TIMESTAMP_HEADER, HeaderValue::from(timestamp_s)),
+        (NONCE_HEADER, HeaderValue::from_str(&nonce)?),
+        (SIGNATURE_HEADER, HeaderValue::from_str(&signature)?),
+    ])
+}
+
 /// Checks a message's three headers at `now_s`.
 pub fn verify(
     key: &[u8],
@@ -103,16 +121,9 @@ pub fn verify(
     body: &[u8],
     now_s: u64,
 ) -> Result<(), SignatureError> {
-    let header = |name: &str| -> Result<&str, SignatureError> {
-        headers
-            .get(name)
-            .ok_or(SignatureError::Missing)?
-            .to_str()
-            .map_err(|_| SignatureError::Malformed)
-    };
-    let presented = header(SIGNATURE_HEADER)?;
-    let timestamp = header(TIMESTAMP_HEADER)?;
-    let nonce = header(NONCE_HEADER)?;
+    let presented = header(headers, SIGNATURE_HEADER)?;
+    let timestamp = header(headers, TIMESTAMP_HEADER)?;
+    let nonce = header(headers, NONCE_HEADER)?;
     if nonce.is_empty() || nonce.len() > NONCE_LEN_MAX {
         return Err(SignatureError::Malformed);
     }

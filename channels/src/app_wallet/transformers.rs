@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::ChannelError;
-use crate::outcome::{self, AsyncPayment, AsyncStatus, ORDER_CLOSED, PAYMENT_DECLINED};
+use crate::outcome::{self, AsyncPayment, AsyncStatus, ORDER_CLOSED, PAYMENT_DECLINED, Reported};
 
 /// `POST /app/v3/pay/transactions/native`.
 #[derive(Serialize)]
@@ -115,8 +115,14 @@ pub(crate) struct Resource {
     pub associated_data: String,
 }
 
-impl Transaction {
-    pub(crate) fn into_payment(self) -> Result<AsyncPayment, ChannelError> {
+impl Reported for Transaction {
+    const ANOTHER_KEY: &'static str = "transaction (another out_trade_no)";
+
+    fn key(&self) -> &str {
+        &self.out_trade_no
+    }
+
+    fn into_payment(self) -> Result<AsyncPayment, ChannelError> {
         let amount = self.amount;
         if amount.total <= 0 || !(0..=amount.total).contains(&amount.refunded) {
             return Err(outcome::inconsistent("transaction amounts"));

@@ -13,9 +13,10 @@
 
 use hmac::Mac;
 use hyper::HeaderMap;
+use hyper::header::{HeaderValue, InvalidHeaderValue};
 use sha2::{Digest, Sha256};
 
-use crate::signing::{self, PURPOSE_SIGN, SignatureError};
+use crate::signing::{self, PURPOSE_SIGN, SignatureError, SignedHeader, header};
 
 /// The channel's name in the key derivation.
 pub const CHANNEL: &str = "bank_transfer";
@@ -46,6 +47,21 @@ pub fn signature(key: &[u8], timestamp_s: u64, method: &str, path: &str, body: &
     format!("{SCHEME}{}", hex::encode(digest))
 }
 
+/// The two headers of a message signed at `timestamp_s`.
+pub(crate) fn signed_headers(
+    key: &[u8],
+    timestamp_s: u64,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> Result<Vec<SignedHeader>, InvalidHeaderValue> {
+    let signature = signature(key, timestamp_s, method, path, body);
+    Ok(vec![
+        (TIMESTAMP_HEADER, HeaderValue::from(timestamp_s)),
+        (SIGNATURE_HEADER, HeaderValue::from_str(&signature)?),
+    ])
+}
+
 /// Checks a message's two headers at `now_s`.
 pub fn verify(
     key: &[u8],
@@ -55,18 +71,11 @@ pub fn verify(
     body: &[u8],
     now_s: u64,
 ) -> Result<(), SignatureError> {
-    let header = |name: &str| -> Result<&str, SignatureError> {
-        headers
-            .get(name)
-            .ok_or(SignatureError::Missing)?
-            .to_str()
-            .map_err(|_| SignatureError::Malformed)
-    };
-    let presented = header(SIGNATURE_HEADER)?
+    let presented = header(headers, SIGNATURE_HEADER)?
         .strip_prefix(SCHEME)
         .ok_or(SignatureError::Malformed)?;
     let presented = hex::decode(presented).map_err(|_| SignatureError::Malformed)?;
-    let timestamp_s = signing::check_timestamp(header(TIMESTAMP_HEADER)?, now_s)?;
+    let timestamp_s = signing::check_timestamp(header(headers, TIMESTAMP_HEADER)?, now_s)?;
     signing::check_mac(mac(key, timestamp_s, method, path, body), &presented)
 }
 

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::ChannelError;
-use crate::outcome::{self, AsyncPayment, AsyncStatus};
+use crate::outcome::{self, AsyncPayment, AsyncStatus, Reported};
 
 /// `POST /bank/v1/transfers`. Holds the payer's account number: the serialised body is never
 /// logged.
@@ -90,8 +90,14 @@ pub(crate) struct Event {
     pub transfer: Transfer,
 }
 
-impl Transfer {
-    pub(crate) fn into_payment(self) -> Result<AsyncPayment, ChannelError> {
+impl Reported for Transfer {
+    const ANOTHER_KEY: &'static str = "transfer (another end_to_end_id)";
+
+    fn key(&self) -> &str {
+        &self.end_to_end_id
+    }
+
+    fn into_payment(self) -> Result<AsyncPayment, ChannelError> {
         if self.amount_minor <= 0 || !(0..=self.amount_minor).contains(&self.returned_minor) {
             return Err(outcome::inconsistent("transfer amounts"));
         }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use crate::error::ChannelError;
-use crate::outcome::{self, AsyncPayment, AsyncStatus, ORDER_CLOSED};
+use crate::outcome::{self, AsyncPayment, AsyncStatus, ORDER_CLOSED, Reported};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -103,8 +103,16 @@ impl Trade {
             fail_code: params.get("fail_code").cloned(),
         })
     }
+}
 
-    pub(crate) fn into_payment(self) -> Result<AsyncPayment, ChannelError> {
+impl Reported for Trade {
+    const ANOTHER_KEY: &'static str = "trade (another out_trade_no)";
+
+    fn key(&self) -> &str {
+        &self.out_trade_no
+    }
+
+    fn into_payment(self) -> Result<AsyncPayment, ChannelError> {
         if self.total_amount_minor <= 0
             || !(0..=self.total_amount_minor).contains(&self.refund_amount_minor)
         {

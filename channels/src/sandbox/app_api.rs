@@ -32,18 +32,17 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use hyper::Method;
-use hyper::header::HeaderValue;
 use percent_encoding::percent_decode_str;
 use serde::{Deserialize, Serialize};
 
 use super::State;
-use super::async_ledger::{NewPayment, PaymentRecord, PaymentStatus, RefundStatus};
+use super::async_ledger::{PaymentRecord, PaymentStatus, RefundStatus};
 use super::callbacks::{Envelope, Rendered};
 use super::channels::Channel;
 use super::routes::{ApiError, not_found};
 use super::settlement::{
-    self, after, check_amount, check_currency, check_description, check_key, json, now_ms,
-    on_ledger, parse_json,
+    self, Creation, RefundAsk, check_amount, check_currency, check_description, check_key,
+    check_optional_currency, json, parse_json,
 };
 use crate::app_wallet::signature as app_signature;
 use crate::signing;
@@ -57,19 +56,6 @@ const CLOSED: &str = "order_closed";
 pub(crate) const PAY_PAGE_PREFIX: &str = "/app/pay/";
 /// What a callback's resource authenticates along with the transaction.
 const ASSOCIATED_DATA: &str = "transaction";
-
-/// Checks the `Wechatpay-*` headers of a request to `path` (with its query) at `now_s`.
-pub(crate) fn authenticate(
-    state: &State,
-    headers: &hyper::HeaderMap,
-    method: &Method,
-    path: &str,
-    body: &[u8],
-    now_s: u64,
-) -> Result<(), signing::SignatureError> {
-    let key = state.async_channels.keys.app_sign.expose();
-    app_signature::verify(key, headers, method.as_str(), path, body, now_s)
-}
 
 pub(crate) async fn route(
     state: &Arc<State>,
@@ -142,70 +128,48 @@ async fn create(state: &Arc<State>, body: &Bytes) -> Result<Bytes, ApiError> {
     check_amount(request.amount.total)?;
     check_currency(&request.amount.currency)?;
     check_description(&request.description)?;
-    let (settle_at_ms, settle_failure) =
-        settlement::settle_plan(state, CHANNEL, request.amount.total, DECLINED);
-    let touched = on_ledger(state, move |ledger| {
-        ledger.create(
-            &NewPayment {
-                channel: CHANNEL,
-                idempotency_key: &request.out_trade_no,
-                amount_minor: request.amount.total,
-                currency: &request.amount.currency,
-                description: &request.description,
-                payer_account: None,
-                payer_name: None,
-                settle_at_ms,
-                settle_failure,
-            },
-            now_ms(),
-        )
-    })
-    .await?;
-    after(state, &touched);
-    json(&TransactionView::new(state, &touched.record))
+    let creation = Creation {
+        channel: CHANNEL,
+        key: request.out_trade_no,
+        amount_minor: request.amount.total,
+        currency: request.amount.currency,
+        description: request.description,
+        payer_account: None,
+        payer_name: None,
+        test_failure: DECLINED,
+    };
+    let record = settlement::create(state, creation).await?;
+    json(&TransactionView::new(state, &record))
 }
 
 async fn query(state: &Arc<State>, key: String) -> Result<Bytes, ApiError> {
-    let found = on_ledger(state, move |ledger| ledger.lookup(CHANNEL, &key, now_ms())).await?;
-    if let Some(touched) = &found {
-        after(state, touched);
-    }
+    let found = settlement::lookup(state, CHANNEL, key).await?;
     json(&QueryView {
         found: found.is_some(),
         transaction: found
             .as_ref()
-            .map(|touched| TransactionView::new(state, &touched.record)),
+            .map(|record| TransactionView::new(state, record)),
     })
 }
 
 async fn close(state: &Arc<State>, key: String) -> Result<Bytes, ApiError> {
-    let touched = on_ledger(state, move |ledger| {
-        ledger.close(CHANNEL, &key, CLOSED, now_ms())
-    })
-    .await?;
-    after(state, &touched);
-    json(&TransactionView::new(state, &touched.record))
+    let record = settlement::close(state, CHANNEL, key, CLOSED).await?;
+    json(&TransactionView::new(state, &record))
 }
 
 async fn refund(state: &Arc<State>, body: &Bytes) -> Result<Bytes, ApiError> {
     let request: RefundRequest = parse_json(body)?;
     check_key(&request.out_refund_no)?;
     check_amount(request.amount.refund)?;
-    if let Some(currency) = &request.amount.currency {
-        check_currency(currency)?;
-    }
-    let (refund, decided) = on_ledger(state, move |ledger| {
-        ledger.refund(
-            CHANNEL,
-            &request.out_refund_no,
-            &request.prepay_id,
-            request.amount.refund,
-            request.amount.currency.as_deref(),
-            now_ms(),
-        )
-    })
-    .await?;
-    settlement::after_decided(state, decided);
+    check_optional_currency(request.amount.currency.as_deref())?;
+    let ask = RefundAsk {
+        channel: CHANNEL,
+        key: request.out_refund_no,
+        provider_ref: request.prepay_id,
+        amount_minor: request.amount.refund,
+        currency: request.amount.currency,
+    };
+    let refund = settlement::refund(state, ask).await?;
     json(&RefundView {
         refund_id: &refund.refund_ref,
         out_refund_no: &refund.idempotency_key,
@@ -261,12 +225,7 @@ impl<'a> TransactionView<'a> {
             (PaymentStatus::Failed, Some(CLOSED)) => ("CLOSED", "closed unpaid"),
             (PaymentStatus::Failed, _) => ("PAYERROR", "the payment failed"),
         };
-        let code_url = (record.status == PaymentStatus::Pending).then(|| {
-            format!(
-                "{}{PAY_PAGE_PREFIX}{}",
-                state.async_channels.base_url, record.provider_ref
-            )
-        });
+        let code_url = settlement::pay_page(state, PAY_PAGE_PREFIX, record);
         Self {
             prepay_id: &record.provider_ref,
             out_trade_no: &record.idempotency_key,
@@ -367,23 +326,12 @@ impl Envelope for TransactionEvent {
             },
         })
         .map_err(|_| "the event could not be serialised")?;
-        let header_nonce = signing::random_hex(app_signature::NONCE_BYTES);
-        let signature = app_signature::signature(
-            keys.app_sign.expose(),
-            now_s,
-            &header_nonce,
-            "POST",
-            path,
-            &body,
-        );
-        let value = |text: String| HeaderValue::from_str(&text).map_err(|_| "unprintable header");
+        let headers =
+            app_signature::signed_headers(keys.app_sign.expose(), now_s, "POST", path, &body)
+                .map_err(|_| "unprintable header")?;
         Ok(Rendered {
             content_type: "application/json",
-            headers: vec![
-                (app_signature::TIMESTAMP_HEADER, HeaderValue::from(now_s)),
-                (app_signature::NONCE_HEADER, value(header_nonce)?),
-                (app_signature::SIGNATURE_HEADER, value(signature)?),
-            ],
+            headers,
             body: Bytes::from(body),
         })
     }

@@ -25,16 +25,11 @@ use std::path::Path;
 
 use parking_lot::Mutex;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
-use sha2::{Digest, Sha256};
+use sha2::Digest;
 
 use super::SandboxError;
 use super::channels::Channel;
-use crate::card::signature::now_unix_s;
-
-const SALT_BYTES: usize = 16;
-/// How long a writer waits for the file lock held by the card ledger's connection (or another
-/// process) before failing.
-const BUSY_TIMEOUT_MS: u64 = 5_000;
+use super::sqlite::{self, Salt, unix_now, unknown_text};
 /// How many rows `GET /sandbox/ledger` returns per table, oldest first.
 pub(crate) const SNAPSHOT_ROWS_MAX: u32 = 10_000;
 /// The asynchronous tables' schema version, in `async_meta`.
@@ -195,29 +190,19 @@ type Result<T> = std::result::Result<T, AsyncLedgerError>;
 pub(crate) struct AsyncLedger {
     /// One connection for the asynchronous channels (see the module docs).
     connection: Mutex<Connection>,
-    salt: [u8; SALT_BYTES],
+    salt: Salt,
 }
 
 impl AsyncLedger {
     /// Opens (and creates) the asynchronous tables in the file at `path`, or in memory.
     pub(crate) fn open(path: Option<&Path>) -> std::result::Result<Self, SandboxError> {
-        let connection = match path {
-            Some(path) => {
-                let connection = Connection::open(path)?;
-                connection.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
-                connection.pragma_update(None, "journal_mode", "WAL")?;
-                connection.pragma_update(None, "synchronous", "NORMAL")?;
-                connection
-            }
-            None => Connection::open_in_memory()?,
-        };
-        connection.pragma_update(None, "foreign_keys", "ON")?;
+        let connection = sqlite::open(path)?;
         connection.execute_batch(&format!(
             "BEGIN IMMEDIATE; {SCHEMA}
              INSERT OR REPLACE INTO async_meta (name, value) VALUES ('schema_version', {ASYNC_SCHEMA_VERSION});
              COMMIT;"
         ))?;
-        let salt = load_or_create_salt(&connection)?;
+        let salt = Salt::load_or_create(&connection, "async_meta")?;
         Ok(Self {
             connection: Mutex::new(connection),
             salt,
@@ -254,7 +239,8 @@ impl AsyncLedger {
             return Ok(touched);
         }
         let provider_ref =
-            self.derive_id(payment_prefix(new.channel), channel, new.idempotency_key);
+            self.salt
+                .derive_id(payment_prefix(new.channel), channel, new.idempotency_key);
         let now_s = unix_now();
         tx.execute(
             "INSERT INTO async_payments (channel, provider_ref, idempotency_key, amount_minor, \
@@ -338,19 +324,11 @@ impl AsyncLedger {
         let mut connection = self.connection.lock();
         let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let record = channel_payment(&tx, channel, provider_ref)?;
-        let touched = settle_if_due(&tx, record, now_ms)?;
-        if touched.decided || touched.record.status != PaymentStatus::Pending {
-            tx.commit()?;
-            return Ok(touched);
-        }
         let failure = (!paid).then_some(declined_code);
-        let record = decide(&tx, &touched.record, failure)?;
+        // The customer's decision sends the callback.
+        let touched = decide_unless_decided(&tx, record, now_ms, failure, true)?;
         tx.commit()?;
-        Ok(Touched {
-            record,
-            created: false,
-            decided: true,
-        })
+        Ok(touched)
     }
 
     /// Closes the pending payment under `key` (it fails `closed_code`). One already decided (or
@@ -376,18 +354,10 @@ impl AsyncLedger {
             tx.commit()?;
             return Err(AsyncLedgerError::PaymentNotFound);
         };
-        let touched = settle_if_due(&tx, record, now_ms)?;
-        if touched.decided || touched.record.status != PaymentStatus::Pending {
-            tx.commit()?;
-            return Ok(touched);
-        }
-        let record = decide(&tx, &touched.record, Some(closed_code))?;
+        // The merchant's close sends no callback: its answer says it.
+        let touched = decide_unless_decided(&tx, record, now_ms, Some(closed_code), false)?;
         tx.commit()?;
-        Ok(Touched {
-            record,
-            created: false,
-            decided: false,
-        })
+        Ok(touched)
     }
 
     /// Refunds `amount_minor` of a succeeded payment if what is left covers it, and records a
@@ -439,7 +409,7 @@ impl AsyncLedger {
             }
             None => ("failed", Some(crate::outcome::AMOUNT_EXCEEDS_CAPTURED)),
         };
-        let refund_ref = self.derive_id(refund_prefix(channel), "refund", key);
+        let refund_ref = self.salt.derive_id(refund_prefix(channel), "refund", key);
         tx.execute(
             "INSERT INTO async_refunds (channel, refund_ref, idempotency_key, provider_ref, \
              amount_minor, status, failure_code, created_unix_s) \
@@ -466,42 +436,39 @@ impl AsyncLedger {
     /// timers when a sandbox starts on an existing file).
     pub(crate) fn to_settle(&self, limit: usize) -> Result<Vec<PaymentRecord>> {
         let connection = self.connection.lock();
-        let mut query = connection.prepare(&format!(
-            "SELECT {PAYMENT_COLUMNS} FROM async_payments \
-             WHERE status = 'pending' AND settle_at_ms IS NOT NULL ORDER BY settle_at_ms LIMIT ?1"
-        ))?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = query
-            .query_map([limit], |row| read_payment(row).map(|(record, _)| record))?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(rows)
+        Ok(sqlite::rows(
+            &connection,
+            &format!(
+                "SELECT {PAYMENT_COLUMNS} FROM async_payments WHERE status = 'pending' \
+                 AND settle_at_ms IS NOT NULL ORDER BY settle_at_ms LIMIT ?1"
+            ),
+            i64::try_from(limit).unwrap_or(i64::MAX),
+            read_record,
+        )?)
     }
 
     /// Up to [`SNAPSHOT_ROWS_MAX`] payments and refunds, oldest first.
     pub(crate) fn snapshot(&self) -> Result<(Vec<PaymentRecord>, Vec<RefundRecord>)> {
         let connection = self.connection.lock();
-        let mut payments = connection.prepare(&format!(
-            "SELECT {PAYMENT_COLUMNS} FROM async_payments ORDER BY seq LIMIT ?1"
-        ))?;
-        let payments = payments
-            .query_map([SNAPSHOT_ROWS_MAX], |row| {
-                read_payment(row).map(|(record, _)| record)
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        let mut refunds = connection.prepare(&format!(
-            "SELECT {REFUND_COLUMNS} FROM async_refunds ORDER BY seq LIMIT ?1"
-        ))?;
-        let refunds = refunds
-            .query_map([SNAPSHOT_ROWS_MAX], read_refund)?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let payments = sqlite::rows(
+            &connection,
+            &format!("SELECT {PAYMENT_COLUMNS} FROM async_payments ORDER BY seq LIMIT ?1"),
+            SNAPSHOT_ROWS_MAX,
+            read_record,
+        )?;
+        let refunds = sqlite::rows(
+            &connection,
+            &format!("SELECT {REFUND_COLUMNS} FROM async_refunds ORDER BY seq LIMIT ?1"),
+            SNAPSHOT_ROWS_MAX,
+            read_refund,
+        )?;
         Ok((payments, refunds))
     }
 
     /// A salted hash over every field of the request (length-prefixed, so no two requests
     /// share an encoding).
     fn fingerprint(&self, new: &NewPayment<'_>) -> String {
-        let mut hasher = Sha256::new();
-        hasher.update(self.salt);
+        let mut hasher = self.salt.hasher();
         let amount = new.amount_minor.to_string();
         let fields = [
             Some(new.channel.name()),
@@ -522,17 +489,6 @@ impl AsyncLedger {
             }
         }
         hex::encode(hasher.finalize())
-    }
-
-    /// Ids are derived from the (unique) key, so a replay can never mint a second id.
-    fn derive_id(&self, prefix: &str, kind: &str, key: &str) -> String {
-        let mut hasher = Sha256::new();
-        hasher.update(self.salt);
-        hasher.update(kind.as_bytes());
-        hasher.update([0]);
-        hasher.update(key.as_bytes());
-        let digest = hex::encode(hasher.finalize());
-        format!("{prefix}{}", &digest[..24])
     }
 }
 
@@ -572,6 +528,28 @@ fn settle_if_due(tx: &Transaction<'_>, record: PaymentRecord, now_ms: i64) -> Re
         record,
         created: false,
         decided: true,
+    })
+}
+
+/// Decides a pending payment as `failure` says (after its settle time, if that has come first);
+/// one already decided is returned as it is. `callback_due` is what a decision by this call
+/// reports as [`Touched::decided`].
+fn decide_unless_decided(
+    tx: &Transaction<'_>,
+    record: PaymentRecord,
+    now_ms: i64,
+    failure: Option<&str>,
+    callback_due: bool,
+) -> Result<Touched> {
+    let touched = settle_if_due(tx, record, now_ms)?;
+    if touched.decided || touched.record.status != PaymentStatus::Pending {
+        return Ok(touched);
+    }
+    let record = decide(tx, &touched.record, failure)?;
+    Ok(Touched {
+        record,
+        created: false,
+        decided: callback_due,
     })
 }
 
@@ -616,38 +594,10 @@ fn tombstone(tx: &Transaction<'_>, channel: Channel, key: &str) -> Result<()> {
     Ok(())
 }
 
-fn load_or_create_salt(
-    connection: &Connection,
-) -> std::result::Result<[u8; SALT_BYTES], SandboxError> {
-    let stored: Option<Vec<u8>> = connection
-        .query_row(
-            "SELECT value FROM async_meta WHERE name = 'salt'",
-            [],
-            |row| row.get(0),
-        )
-        .optional()?;
-    if let Some(stored) = stored
-        && let Ok(salt) = <[u8; SALT_BYTES]>::try_from(stored.as_slice())
-    {
-        return Ok(salt);
-    }
-    let mut salt = [0u8; SALT_BYTES];
-    getrandom::fill(&mut salt).map_err(|error| SandboxError::Entropy(error.to_string()))?;
-    connection.execute(
-        "INSERT OR REPLACE INTO async_meta (name, value) VALUES ('salt', ?1)",
-        [salt.as_slice()],
-    )?;
-    Ok(salt)
-}
-
 /// A row read back inside the transaction that wrote it is missing: the storage is broken,
 /// which is a 500, not a 404.
 fn vanished() -> AsyncLedgerError {
     AsyncLedgerError::Storage(rusqlite::Error::QueryReturnedNoRows)
-}
-
-fn unix_now() -> i64 {
-    i64::try_from(now_unix_s()).unwrap_or(i64::MAX)
 }
 
 /// The ledger's bounds, checked after every change that moves money. The table `CHECK`s
@@ -760,8 +710,9 @@ fn read_refund(row: &Row<'_>) -> rusqlite::Result<RefundRecord> {
     })
 }
 
-fn unknown_text(column: usize, name: &str) -> rusqlite::Error {
-    rusqlite::Error::InvalidColumnType(column, name.to_owned(), rusqlite::types::Type::Text)
+/// A payment row without its request fingerprint.
+fn read_record(row: &Row<'_>) -> rusqlite::Result<PaymentRecord> {
+    read_payment(row).map(|(record, _)| record)
 }
 
 #[cfg(test)]

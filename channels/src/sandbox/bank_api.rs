@@ -29,40 +29,25 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use hyper::Method;
-use hyper::header::HeaderValue;
 use serde::{Deserialize, Serialize};
 
 use super::State;
-use super::async_ledger::{NewPayment, PaymentRecord, PaymentStatus, RefundStatus};
+use super::async_ledger::{PaymentRecord, PaymentStatus, RefundStatus};
 use super::callbacks::{Envelope, Rendered};
 use super::channels::Channel;
 use super::routes::{ApiError, not_found};
 use super::settlement::{
-    self, after, check_amount, check_currency, check_description, check_key, json, now_ms,
-    on_ledger, parse_json,
+    self, Creation, RefundAsk, check_amount, check_currency, check_description, check_key,
+    check_optional_currency, json, parse_json,
 };
 use crate::bank_transfer::signature as bank_signature;
 use crate::secret::Secret;
-use crate::signing;
 
 const CHANNEL: Channel = Channel::BankTransfer;
 /// Why a test-amount transfer is rejected.
 const REJECTED: &str = "account_closed";
 /// The longest debtor name (ISO 20022's limit).
 const DEBTOR_NAME_LEN_MAX: usize = 140;
-
-/// Checks the `Bank-*` headers of a request to `path` (with its query) at `now_s`.
-pub(crate) fn authenticate(
-    state: &State,
-    headers: &hyper::HeaderMap,
-    method: &Method,
-    path: &str,
-    body: &[u8],
-    now_s: u64,
-) -> Result<(), signing::SignatureError> {
-    let key = state.async_channels.keys.bank_sign.expose();
-    bank_signature::verify(key, headers, method.as_str(), path, body, now_s)
-}
 
 pub(crate) async fn route(
     state: &Arc<State>,
@@ -126,44 +111,27 @@ async fn submit(state: &Arc<State>, body: &Bytes) -> Result<Bytes, ApiError> {
             "the debtor name must be 1 to 140 bytes without control characters",
         ));
     }
-    let (settle_at_ms, settle_failure) =
-        settlement::settle_plan(state, CHANNEL, request.amount_minor, REJECTED);
-    let touched = on_ledger(state, move |ledger| {
-        ledger.create(
-            &NewPayment {
-                channel: CHANNEL,
-                idempotency_key: &request.end_to_end_id,
-                amount_minor: request.amount_minor,
-                currency: &request.currency,
-                description: &request.remittance_info,
-                payer_account: Some(request.debtor_account.expose()),
-                payer_name: Some(&request.debtor_name),
-                settle_at_ms,
-                settle_failure,
-            },
-            now_ms(),
-        )
-    })
-    .await?;
-    after(state, &touched);
-    json(&TransferView::from(&touched.record))
+    let creation = Creation {
+        channel: CHANNEL,
+        key: request.end_to_end_id,
+        amount_minor: request.amount_minor,
+        currency: request.currency,
+        description: request.remittance_info,
+        payer_account: Some(request.debtor_account),
+        payer_name: Some(request.debtor_name),
+        test_failure: REJECTED,
+    };
+    let record = settlement::create(state, creation).await?;
+    json(&TransferView::from(&record))
 }
 
 async fn query(state: &Arc<State>, body: &Bytes) -> Result<Bytes, ApiError> {
     let request: QueryRequest = parse_json(body)?;
     check_key(&request.end_to_end_id)?;
-    let found = on_ledger(state, move |ledger| {
-        ledger.lookup(CHANNEL, &request.end_to_end_id, now_ms())
-    })
-    .await?;
-    if let Some(touched) = &found {
-        after(state, touched);
-    }
+    let found = settlement::lookup(state, CHANNEL, request.end_to_end_id).await?;
     json(&QueryView {
         found: found.is_some(),
-        transfer: found
-            .as_ref()
-            .map(|touched| TransferView::from(&touched.record)),
+        transfer: found.as_ref().map(TransferView::from),
     })
 }
 
@@ -171,21 +139,15 @@ async fn give_back(state: &Arc<State>, body: &Bytes) -> Result<Bytes, ApiError> 
     let request: ReturnRequest = parse_json(body)?;
     check_key(&request.return_id)?;
     check_amount(request.amount_minor)?;
-    if let Some(currency) = &request.currency {
-        check_currency(currency)?;
-    }
-    let (refund, decided) = on_ledger(state, move |ledger| {
-        ledger.refund(
-            CHANNEL,
-            &request.return_id,
-            &request.transfer_id,
-            request.amount_minor,
-            request.currency.as_deref(),
-            now_ms(),
-        )
-    })
-    .await?;
-    settlement::after_decided(state, decided);
+    check_optional_currency(request.currency.as_deref())?;
+    let ask = RefundAsk {
+        channel: CHANNEL,
+        key: request.return_id,
+        provider_ref: request.transfer_id,
+        amount_minor: request.amount_minor,
+        currency: request.currency,
+    };
+    let refund = settlement::refund(state, ask).await?;
     json(&ReturnView {
         return_ref: &refund.refund_ref,
         return_id: &refund.idempotency_key,
@@ -312,14 +274,11 @@ impl Envelope for TransferEvent {
         })
         .map_err(|_| "the event could not be serialised")?;
         let key = state.async_channels.keys.bank_sign.expose();
-        let signature = bank_signature::signature(key, now_s, "POST", path, &body);
-        let signature = HeaderValue::from_str(&signature).map_err(|_| "unprintable signature")?;
+        let headers = bank_signature::signed_headers(key, now_s, "POST", path, &body)
+            .map_err(|_| "unprintable signature")?;
         Ok(Rendered {
             content_type: "application/json",
-            headers: vec![
-                (bank_signature::TIMESTAMP_HEADER, HeaderValue::from(now_s)),
-                (bank_signature::SIGNATURE_HEADER, signature),
-            ],
+            headers,
             body: Bytes::from(body),
         })
     }

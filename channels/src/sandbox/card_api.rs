@@ -21,9 +21,9 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use serde::de::DeserializeOwned;
 
 use super::ledger::{ChargeRecord, Decision, Ledger, LedgerError, NewCharge, Written};
+use super::requests::{self, check_currency, check_optional_currency, json, parse_json as parse};
 use super::routes::ApiError;
 use super::stats::Counter;
 use super::wire::{
@@ -40,8 +40,6 @@ const TEST_CARDS: &[(&str, Decision)] = &[
     ("4000000000009995", Decision::Decline("insufficient_funds")),
     ("4000000000003220", Decision::Challenge),
 ];
-
-const IDEMPOTENCY_KEY_LEN_MAX: usize = 255;
 
 /// What the issuer says about a (Luhn-valid) card number.
 fn decide(pan: &str) -> Decision {
@@ -116,14 +114,7 @@ pub(crate) async fn void(
     charge_id: &str,
     body: &Bytes,
 ) -> Result<Bytes, ApiError> {
-    let request: KeyRequest = parse(body)?;
-    check_key(&request.idempotency_key)?;
-    let charge_id = charge_id.to_owned();
-    let written = on_ledger(state, move |ledger| {
-        ledger.void(&request.idempotency_key, &charge_id)
-    })
-    .await?;
-    answer_charge(state, written)
+    keyed_operation(state, charge_id, body, Ledger::void).await
 }
 
 /// `POST /card/v1/charges/{id}/uncapture`: reverts a capture (409 `charge_not_revertible`
@@ -133,14 +124,7 @@ pub(crate) async fn uncapture(
     charge_id: &str,
     body: &Bytes,
 ) -> Result<Bytes, ApiError> {
-    let request: KeyRequest = parse(body)?;
-    check_key(&request.idempotency_key)?;
-    let charge_id = charge_id.to_owned();
-    let written = on_ledger(state, move |ledger| {
-        ledger.uncapture(&request.idempotency_key, &charge_id)
-    })
-    .await?;
-    answer_charge(state, written)
+    keyed_operation(state, charge_id, body, Ledger::uncapture).await
 }
 
 /// `POST /card/v1/charges/{id}/reverse`: voids an open authorisation or a charge waiting for
@@ -150,11 +134,24 @@ pub(crate) async fn reverse(
     charge_id: &str,
     body: &Bytes,
 ) -> Result<Bytes, ApiError> {
+    keyed_operation(state, charge_id, body, Ledger::reverse).await
+}
+
+/// A ledger operation on a charge (`idempotency_key`, `charge_id`).
+type KeyedOperation = fn(&Ledger, &str, &str) -> Result<(ChargeRecord, Written), LedgerError>;
+
+/// A charge operation whose request is only its key (`void`, `uncapture`, `reverse`).
+async fn keyed_operation(
+    state: &Arc<State>,
+    charge_id: &str,
+    body: &Bytes,
+    operation: KeyedOperation,
+) -> Result<Bytes, ApiError> {
     let request: KeyRequest = parse(body)?;
     check_key(&request.idempotency_key)?;
     let charge_id = charge_id.to_owned();
     let written = on_ledger(state, move |ledger| {
-        ledger.reverse(&request.idempotency_key, &charge_id)
+        operation(ledger, &request.idempotency_key, &charge_id)
     })
     .await?;
     answer_charge(state, written)
@@ -164,9 +161,7 @@ pub(crate) async fn refund(state: &Arc<State>, body: &Bytes) -> Result<Bytes, Ap
     let request: RefundRequest = parse(body)?;
     check_key(&request.idempotency_key)?;
     check_amount(request.amount_minor)?;
-    if let Some(currency) = &request.currency {
-        check_currency(currency)?;
-    }
+    check_optional_currency(request.currency.as_deref())?;
     let refund = on_ledger(state, move |ledger| {
         ledger.refund(
             &request.idempotency_key,
@@ -222,84 +217,24 @@ fn answer_charge(
     json(&view)
 }
 
-/// Runs ledger work on the blocking pool (SQLite calls block), available on every runtime.
+/// Runs card-ledger work on the blocking pool.
 async fn on_ledger<T, F>(state: &Arc<State>, work: F) -> Result<T, ApiError>
 where
     F: FnOnce(&Ledger) -> Result<T, LedgerError> + Send + 'static,
     T: Send + 'static,
 {
-    let state = state.clone();
-    tokio::task::spawn_blocking(move || work(&state.ledger))
-        .await
-        .map_err(|error| {
-            tracing::error!(%error, "sandbox ledger task failed");
-            ApiError::internal()
-        })?
-        .map_err(ApiError::from)
-}
-
-/// Parses a request body. The error names the position, never the content: a body may hold a
-/// card number.
-fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|error| {
-        let (code, what) = match error.classify() {
-            serde_json::error::Category::Data => {
-                ("invalid_request", "does not match the endpoint's schema")
-            }
-            serde_json::error::Category::Io
-            | serde_json::error::Category::Syntax
-            | serde_json::error::Category::Eof => ("invalid_json", "is not valid JSON"),
-        };
-        ApiError::bad_request(
-            code,
-            format!(
-                "the body {what} (line {}, column {})",
-                error.line(),
-                error.column()
-            ),
-        )
-    })
-}
-
-fn json<T: serde::Serialize>(value: &T) -> Result<Bytes, ApiError> {
-    serde_json::to_vec(value).map(Bytes::from).map_err(|error| {
-        tracing::error!(%error, "sandbox answer could not be serialised");
-        ApiError::internal()
-    })
+    requests::on_blocking_pool(state, move |state: &State| work(&state.ledger)).await
 }
 
 fn check_key(key: &str) -> Result<(), ApiError> {
-    let visible = key.bytes().all(|b| b.is_ascii_graphic());
-    if visible && !key.is_empty() && key.len() <= IDEMPOTENCY_KEY_LEN_MAX {
-        Ok(())
-    } else {
-        Err(ApiError::bad_request(
-            "invalid_idempotency_key",
-            "idempotency_key must be 1 to 255 visible ASCII characters",
-        ))
-    }
+    requests::check_key(
+        key,
+        "idempotency_key must be 1 to 255 visible ASCII characters",
+    )
 }
 
 fn check_amount(amount_minor: i64) -> Result<(), ApiError> {
-    if amount_minor > 0 {
-        Ok(())
-    } else {
-        Err(ApiError::bad_request(
-            "invalid_amount",
-            "amount_minor must be a positive integer",
-        ))
-    }
-}
-
-fn check_currency(currency: &str) -> Result<(), ApiError> {
-    if currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_uppercase()) {
-        Ok(())
-    } else {
-        Err(ApiError::bad_request(
-            "invalid_currency",
-            "currency must be an upper-case ISO 4217 code",
-        ))
-    }
+    requests::check_amount(amount_minor, "amount_minor must be a positive integer")
 }
 
 /// `GET /challenge/{charge_id}?result=pass|fail`: the cardholder's side of 3-D Secure (the

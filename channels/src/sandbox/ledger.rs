@@ -38,16 +38,11 @@ use std::path::Path;
 
 use parking_lot::Mutex;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
-use sha2::{Digest, Sha256};
+use sha2::Digest;
 
-use self::operations::{Operation, record_operation, replay_operation};
+use self::operations::Operation;
 use super::SandboxError;
-use crate::card::signature::now_unix_s;
-
-const SALT_BYTES: usize = 16;
-/// How long a writer waits for the file lock held by another process (e.g. a second sandbox
-/// pointed at the same file) before failing.
-const BUSY_TIMEOUT_MS: u64 = 5_000;
+use super::sqlite::{self, Salt, unix_now};
 /// How many rows `GET /sandbox/ledger` returns per table, newest first.
 pub(crate) const SNAPSHOT_ROWS_MAX: u32 = 10_000;
 
@@ -184,27 +179,15 @@ pub(crate) enum LedgerError {
 pub(crate) struct Ledger {
     /// One connection for the whole sandbox (see the module docs).
     connection: Mutex<Connection>,
-    salt: [u8; SALT_BYTES],
+    salt: Salt,
 }
 
 impl Ledger {
     /// Opens (and creates, migrates) the ledger at `path`, or in memory when `None`.
     pub(crate) fn open(path: Option<&Path>) -> Result<Self, SandboxError> {
-        let mut connection = match path {
-            Some(path) => {
-                let connection = Connection::open(path)?;
-                connection.pragma_update(None, "journal_mode", "WAL")?;
-                // NORMAL in WAL mode survives a crash of the process, which is what the tests
-                // restart; a power cut may lose the last commits of this test double.
-                connection.pragma_update(None, "synchronous", "NORMAL")?;
-                connection
-            }
-            None => Connection::open_in_memory()?,
-        };
-        connection.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
-        connection.pragma_update(None, "foreign_keys", "ON")?;
+        let mut connection = sqlite::open(path)?;
         schema::migrate(&mut connection)?;
-        let salt = load_or_create_salt(&connection)?;
+        let salt = Salt::load_or_create(&connection, "meta")?;
         Ok(Self {
             connection: Mutex::new(connection),
             salt,
@@ -249,7 +232,7 @@ impl Ledger {
             Decision::Decline(code) => (ChargeStatus::Declined, Some(code), 0),
             Decision::Challenge => (ChargeStatus::RequiresAction, None, 0),
         };
-        let charge_id = self.derive_id("ch_", "charge", new.idempotency_key);
+        let charge_id = self.salt.derive_id("ch_", "charge", new.idempotency_key);
         // `pan` was validated as 12–19 ASCII digits by the caller, so these slices are in bounds.
         let bin = &new.pan[..6];
         let last4 = &new.pan[new.pan.len() - 4..];
@@ -323,29 +306,21 @@ impl Ledger {
         amount_minor: i64,
     ) -> Result<(ChargeRecord, Written), LedgerError> {
         let operation = Operation::Capture { amount_minor };
-        let mut connection = self.connection.lock();
-        let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        if let Some(replayed) = replay_operation(&tx, idempotency_key, charge_id, operation)? {
-            return Ok((replayed, Written::Replayed));
-        }
-        let before = charge_by_id(&tx, charge_id)?.ok_or(LedgerError::ChargeNotFound)?;
-        assert_charge_invariants(&before);
-        if !is_open_authorisation(&before) {
-            return Err(LedgerError::NotCapturable);
-        }
-        if amount_minor > before.amount_minor {
-            return Err(LedgerError::AmountExceedsAuthorized);
-        }
-        tx.execute(
-            "UPDATE charges SET status = 'succeeded', captured_minor = ?2 WHERE charge_id = ?1",
-            params![charge_id, amount_minor],
-        )?;
-        let after = charge_by_id(&tx, charge_id)?.ok_or_else(vanished)?;
-        assert_charge_invariants(&after);
-        assert_eq!(after.captured_minor, amount_minor, "capture: {charge_id}");
-        record_operation(&tx, idempotency_key, operation, amount_minor, &after)?;
-        tx.commit()?;
-        Ok((after, Written::Fresh))
+        self.operate(idempotency_key, charge_id, operation, |tx, before| {
+            if !is_open_authorisation(before) {
+                return Err(LedgerError::NotCapturable);
+            }
+            if amount_minor > before.amount_minor {
+                return Err(LedgerError::AmountExceedsAuthorized);
+            }
+            tx.execute(
+                "UPDATE charges SET status = 'succeeded', captured_minor = ?2 WHERE charge_id = ?1",
+                params![charge_id, amount_minor],
+            )?;
+            let after = charge_by_id(tx, charge_id)?.ok_or_else(vanished)?;
+            assert_eq!(after.captured_minor, amount_minor, "capture: {charge_id}");
+            Ok((after, amount_minor))
+        })
     }
 
     /// Voids an uncaptured authorisation; a replayed key returns its first answer.
@@ -354,24 +329,16 @@ impl Ledger {
         idempotency_key: &str,
         charge_id: &str,
     ) -> Result<(ChargeRecord, Written), LedgerError> {
-        let mut connection = self.connection.lock();
-        let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        if let Some(replayed) = replay_operation(&tx, idempotency_key, charge_id, Operation::Void)?
-        {
-            return Ok((replayed, Written::Replayed));
-        }
-        let before = charge_by_id(&tx, charge_id)?.ok_or(LedgerError::ChargeNotFound)?;
-        assert_charge_invariants(&before);
-        // An open authorisation, or a charge still waiting for its 3-D Secure challenge (the
-        // merchant gave up on the cardholder: the challenge can no longer complete it).
-        let awaiting_challenge = before.status == ChargeStatus::RequiresAction && !before.voided;
-        if !is_open_authorisation(&before) && !awaiting_challenge {
-            return Err(LedgerError::NotVoidable);
-        }
-        let after = set_voided(&tx, charge_id)?;
-        record_operation(&tx, idempotency_key, Operation::Void, 0, &after)?;
-        tx.commit()?;
-        Ok((after, Written::Fresh))
+        self.operate(idempotency_key, charge_id, Operation::Void, |tx, before| {
+            // An open authorisation, or a charge still waiting for its 3-D Secure challenge (the
+            // merchant gave up on the cardholder: the challenge can no longer complete it).
+            let awaiting_challenge =
+                before.status == ChargeStatus::RequiresAction && !before.voided;
+            if !is_open_authorisation(before) && !awaiting_challenge {
+                return Err(LedgerError::NotVoidable);
+            }
+            Ok((set_voided(tx, charge_id)?, 0))
+        })
     }
 
     /// Refunds `amount_minor` of a charge if what is left of its capture covers it, and
@@ -414,7 +381,7 @@ impl Ledger {
                 ("succeeded", None)
             }
         };
-        let refund_id = self.derive_id("rf_", "refund", idempotency_key);
+        let refund_id = self.salt.derive_id("rf_", "refund", idempotency_key);
         tx.execute(
             "INSERT INTO refunds (refund_id, idempotency_key, charge_id, amount_minor, status, \
              failure_code, created_unix_s) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -461,70 +428,32 @@ impl Ledger {
     /// Up to [`SNAPSHOT_ROWS_MAX`] charges and refunds, oldest first.
     pub(crate) fn snapshot(&self) -> Result<(Vec<ChargeRecord>, Vec<RefundRecord>), LedgerError> {
         let connection = self.connection.lock();
-        let mut charges_query = connection.prepare(&format!(
-            "SELECT {CHARGE_COLUMNS} FROM charges ORDER BY seq LIMIT ?1"
-        ))?;
-        let charges = charges_query
-            .query_map([SNAPSHOT_ROWS_MAX], |row| {
-                read_charge(row).map(|(charge, _, _)| charge)
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut refunds_query = connection.prepare(&format!(
-            "SELECT {REFUND_COLUMNS} FROM refunds ORDER BY seq LIMIT ?1"
-        ))?;
-        let refunds = refunds_query
-            .query_map([SNAPSHOT_ROWS_MAX], read_refund)?
-            .collect::<Result<Vec<_>, _>>()?;
+        let charges = sqlite::rows(
+            &connection,
+            &format!("SELECT {CHARGE_COLUMNS} FROM charges ORDER BY seq LIMIT ?1"),
+            SNAPSHOT_ROWS_MAX,
+            |row| read_charge(row).map(|(charge, _, _)| charge),
+        )?;
+        let refunds = sqlite::rows(
+            &connection,
+            &format!("SELECT {REFUND_COLUMNS} FROM refunds ORDER BY seq LIMIT ?1"),
+            SNAPSHOT_ROWS_MAX,
+            read_refund,
+        )?;
         Ok((charges, refunds))
     }
 
     fn pan_fingerprint(&self, pan: &str) -> String {
-        let mut hasher = Sha256::new();
-        hasher.update(self.salt);
+        let mut hasher = self.salt.hasher();
         hasher.update(pan.as_bytes());
         hex::encode(hasher.finalize())
     }
-
-    /// Ids are derived from the (unique) key, so a replay can never mint a second id.
-    fn derive_id(&self, prefix: &str, kind: &str, idempotency_key: &str) -> String {
-        let mut hasher = Sha256::new();
-        hasher.update(self.salt);
-        hasher.update(kind.as_bytes());
-        hasher.update([0]);
-        hasher.update(idempotency_key.as_bytes());
-        let digest = hex::encode(hasher.finalize());
-        format!("{prefix}{}", &digest[..24])
-    }
-}
-
-fn load_or_create_salt(connection: &Connection) -> Result<[u8; SALT_BYTES], SandboxError> {
-    let stored: Option<Vec<u8>> = connection
-        .query_row("SELECT value FROM meta WHERE name = 'salt'", [], |row| {
-            row.get(0)
-        })
-        .optional()?;
-    if let Some(stored) = stored
-        && let Ok(salt) = <[u8; SALT_BYTES]>::try_from(stored.as_slice())
-    {
-        return Ok(salt);
-    }
-    let mut salt = [0u8; SALT_BYTES];
-    getrandom::fill(&mut salt).map_err(|error| SandboxError::Entropy(error.to_string()))?;
-    connection.execute(
-        "INSERT OR REPLACE INTO meta (name, value) VALUES ('salt', ?1)",
-        [salt.as_slice()],
-    )?;
-    Ok(salt)
 }
 
 /// A row read back inside the transaction that wrote (or replayed) it is missing: the storage
 /// is broken, which is a 500, not a 404.
 fn vanished() -> LedgerError {
     LedgerError::Storage(rusqlite::Error::QueryReturnedNoRows)
-}
-
-fn unix_now() -> i64 {
-    i64::try_from(now_unix_s()).unwrap_or(i64::MAX)
 }
 
 /// An authorisation that can still be captured or voided: authorised, nothing captured (or
@@ -669,7 +598,7 @@ fn read_refund(row: &Row<'_>) -> rusqlite::Result<RefundRecord> {
 }
 
 fn unknown_text(column: usize) -> rusqlite::Error {
-    rusqlite::Error::InvalidColumnType(column, String::from("status"), rusqlite::types::Type::Text)
+    sqlite::unknown_text(column, "status")
 }
 
 #[cfg(test)]

@@ -33,16 +33,15 @@ use hyper::{Method, StatusCode};
 use serde::Serialize;
 
 use super::State;
-use super::async_ledger::{NewPayment, PaymentRecord, PaymentStatus, RefundStatus};
+use super::async_ledger::{PaymentRecord, PaymentStatus, RefundStatus};
 use super::callbacks::{Envelope, Rendered};
 use super::channels::Channel;
 use super::routes::{ApiError, not_found};
 use super::settlement::{
-    self, after, check_amount, check_currency, check_description, check_key, json, now_ms,
-    on_ledger,
+    self, Creation, RefundAsk, check_amount, check_currency, check_description, check_key,
+    check_optional_currency, json,
 };
 use crate::qr_wallet::signature as qr_signature;
-use crate::signing::SignatureError;
 
 const CHANNEL: Channel = Channel::QrWallet;
 /// The failure of a declined trade (test amounts, the customer page).
@@ -53,11 +52,6 @@ const CLOSED: &str = "order_closed";
 pub(crate) const PAY_PAGE_PREFIX: &str = "/qr/pay/";
 /// The answer that acknowledges a callback.
 const ACKNOWLEDGEMENT: &[u8] = b"success";
-
-/// Checks the form's signature (and its timestamp) at `now_s`.
-pub(crate) fn authenticate(state: &State, body: &[u8], now_s: u64) -> Result<(), SignatureError> {
-    qr_signature::verify_form(state.async_channels.keys.qr_sign.expose(), body, now_s).map(drop)
-}
 
 pub(crate) async fn route(
     state: &Arc<State>,
@@ -86,53 +80,35 @@ async fn precreate(state: &Arc<State>, params: &Params) -> Result<Bytes, ApiErro
     check_currency(&currency)?;
     let subject = params.optional("subject").unwrap_or_default();
     check_description(&subject)?;
-    let (settle_at_ms, settle_failure) =
-        settlement::settle_plan(state, CHANNEL, amount_minor, DECLINED);
-    let touched = on_ledger(state, move |ledger| {
-        ledger.create(
-            &NewPayment {
-                channel: CHANNEL,
-                idempotency_key: &key,
-                amount_minor,
-                currency: &currency,
-                description: &subject,
-                payer_account: None,
-                payer_name: None,
-                settle_at_ms,
-                settle_failure,
-            },
-            now_ms(),
-        )
-    })
-    .await?;
-    after(state, &touched);
-    json(&TradeView::new(state, &touched.record))
+    let creation = Creation {
+        channel: CHANNEL,
+        key,
+        amount_minor,
+        currency,
+        description: subject,
+        payer_account: None,
+        payer_name: None,
+        test_failure: DECLINED,
+    };
+    let record = settlement::create(state, creation).await?;
+    json(&TradeView::new(state, &record))
 }
 
 async fn query(state: &Arc<State>, params: &Params) -> Result<Bytes, ApiError> {
     let key = params.text("out_trade_no")?;
     check_key(&key)?;
-    let found = on_ledger(state, move |ledger| ledger.lookup(CHANNEL, &key, now_ms())).await?;
-    if let Some(touched) = &found {
-        after(state, touched);
-    }
+    let found = settlement::lookup(state, CHANNEL, key).await?;
     json(&QueryView {
         found: found.is_some(),
-        trade: found
-            .as_ref()
-            .map(|touched| TradeView::new(state, &touched.record)),
+        trade: found.as_ref().map(|record| TradeView::new(state, record)),
     })
 }
 
 async fn close(state: &Arc<State>, params: &Params) -> Result<Bytes, ApiError> {
     let key = params.text("out_trade_no")?;
     check_key(&key)?;
-    let touched = on_ledger(state, move |ledger| {
-        ledger.close(CHANNEL, &key, CLOSED, now_ms())
-    })
-    .await?;
-    after(state, &touched);
-    json(&TradeView::new(state, &touched.record))
+    let record = settlement::close(state, CHANNEL, key, CLOSED).await?;
+    json(&TradeView::new(state, &record))
 }
 
 async fn refund(state: &Arc<State>, params: &Params) -> Result<Bytes, ApiError> {
@@ -141,21 +117,15 @@ async fn refund(state: &Arc<State>, params: &Params) -> Result<Bytes, ApiError> 
     check_key(&key)?;
     let amount_minor = params.amount("refund_amount_minor")?;
     let currency = params.optional("currency");
-    if let Some(currency) = &currency {
-        check_currency(currency)?;
-    }
-    let (refund, decided) = on_ledger(state, move |ledger| {
-        ledger.refund(
-            CHANNEL,
-            &key,
-            &trade_no,
-            amount_minor,
-            currency.as_deref(),
-            now_ms(),
-        )
-    })
-    .await?;
-    settlement::after_decided(state, decided);
+    check_optional_currency(currency.as_deref())?;
+    let ask = RefundAsk {
+        channel: CHANNEL,
+        key,
+        provider_ref: trade_no,
+        amount_minor,
+        currency,
+    };
+    let refund = settlement::refund(state, ask).await?;
     json(&RefundView {
         refund_no: &refund.refund_ref,
         out_request_no: &refund.idempotency_key,
@@ -221,12 +191,7 @@ impl<'a> TradeView<'a> {
             PaymentStatus::Succeeded => "TRADE_SUCCESS",
             PaymentStatus::Failed => "TRADE_CLOSED",
         };
-        let qr_code = (record.status == PaymentStatus::Pending).then(|| {
-            format!(
-                "{}{PAY_PAGE_PREFIX}{}",
-                state.async_channels.base_url, record.provider_ref
-            )
-        });
+        let qr_code = settlement::pay_page(state, PAY_PAGE_PREFIX, record);
         Self {
             trade_no: &record.provider_ref,
             out_trade_no: &record.idempotency_key,

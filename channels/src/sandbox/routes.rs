@@ -1,9 +1,9 @@
 //! One request: read the bounded body, check the signature, meet the request's fate (the
 //! behaviour's draw), route, answer in JSON after the drawn latency.
 //!
-//! Card requests (`/card/…`) are counted and chaotic; `/healthz` and `/sandbox/…` never are.
-//! Requests to the asynchronous channels (`/qr/`, `/app/`, `/bank/`) go to `async_routes`,
-//! which runs the same flow on each channel's own behaviour and counters.
+//! Channel requests (`/card/…`, and through `async_routes` `/qr/`, `/app/`, `/bank/`) are
+//! counted and chaotic, each on its channel's own behaviour and counters ([`serve`]);
+//! `/healthz` and `/sandbox/…` never are.
 //! An injected 5xx or 429 is decided before the work (nothing is charged); a held request
 //! ("timeout") does the work first and then never answers.
 
@@ -18,9 +18,9 @@ use hyper::http::request::Parts;
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::behaviour::Verdict;
-use super::channels::Channel;
+use super::channels::{self, Channel};
 use super::ledger::LedgerError;
-use super::stats::Counter;
+use super::stats::{Counter, Stats};
 use super::wire::{ErrorDetail, ErrorView};
 use super::{State, async_routes, card_api, control, settlement};
 use crate::card::signature::{self, SIGNATURE_HEADER};
@@ -144,8 +144,9 @@ pub(crate) async fn handle(
         return async_routes::handle(state, channel, request).await;
     }
     if !path.starts_with(CARD_PATH_PREFIX) {
-        // The sandbox's own endpoints: never chaotic, never delayed, never counted.
-        let answer = match authenticate(&state, request).await {
+        // The sandbox's own endpoints, signed like the card channel's: never chaotic, never
+        // delayed, never counted.
+        let answer = match authenticate(&state, Channel::Card, request).await {
             Ok((parts, body)) => {
                 route_sandbox(&state, &parts.method, parts.uri.path(), &body).await
             }
@@ -153,30 +154,44 @@ pub(crate) async fn handle(
         };
         return Ok(finish(&method, &path, answer));
     }
+    serve(state, Channel::Card, request).await
+}
+
+/// A request to a channel's API: counted, its fate drawn from the channel's behaviour,
+/// authenticated by the channel's protocol, routed, answered after the drawn latency. An
+/// injected 5xx or 429 is decided before the work; a held request does the work first.
+pub(crate) async fn serve(
+    state: Arc<State>,
+    channel: Channel,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, HoldExpired> {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let stats = channels::stats(&state, channel).clone();
     let fate = {
-        let mut chaos = state.chaos.lock();
+        let mut chaos = channels::chaos(&state, channel).lock();
         let limit = chaos.behaviour().max_requests_per_s;
-        state.stats.request(signature::now_unix_s(), limit);
+        stats.request(signature::now_unix_s(), limit);
         chaos.draw()
     };
-    let answer = match authenticate(&state, request).await {
+    let answer = match authenticate(&state, channel, request).await {
         // A request that fails authentication is refused whatever its fate.
         Err(error) => Err(error),
         Ok((parts, body)) => match fate.verdict {
-            Verdict::Serve => route_card(&state, &parts.method, parts.uri.path(), &body).await,
+            Verdict::Serve => route(&state, channel, &parts, &body).await,
             Verdict::Fail(status) => {
-                state.stats.bump(Counter::ErrorsInjected);
+                stats.bump(Counter::ErrorsInjected);
                 Err(injected_failure(status))
             }
             Verdict::RateLimit => {
-                state.stats.bump(Counter::RateLimitedInjected);
+                stats.bump(Counter::RateLimitedInjected);
                 Err(ApiError::rate_limited())
             }
             Verdict::Hold => {
-                state.stats.bump(Counter::TimeoutsInjected);
-                // The work first: the provider charged, only its answer is lost.
-                let _lost = route_card(&state, &parts.method, parts.uri.path(), &body).await;
-                return Err(hold(&state).await);
+                stats.bump(Counter::TimeoutsInjected);
+                // The work first: the provider acted, only its answer is lost.
+                let _lost = route(&state, channel, &parts, &body).await;
+                return Err(hold(&state, &stats).await);
             }
         },
     };
@@ -186,10 +201,11 @@ pub(crate) async fn handle(
     Ok(finish(&method, &path, answer))
 }
 
-/// Holds a request without answering until [`HOLD_MS_MAX`] passes or the sandbox stops. When
-/// the client gives up first, hyper drops this future with the connection.
-async fn hold(state: &Arc<State>) -> HoldExpired {
-    let _held = state.stats.hold();
+/// Holds a request without answering until [`HOLD_MS_MAX`] passes or the sandbox stops,
+/// counted in the channel's `connections_held`. When the client gives up first, hyper drops
+/// this future with the connection.
+async fn hold(state: &Arc<State>, stats: &Arc<Stats>) -> HoldExpired {
+    let _held = stats.hold();
     let mut stopping = state.stopping.subscribe();
     tokio::select! {
         () = tokio::time::sleep(Duration::from_millis(HOLD_MS_MAX)) => {}
@@ -229,9 +245,11 @@ pub(crate) fn finish(
     }
 }
 
-/// Reads the bounded body and checks `Sandbox-Signature`.
+/// Reads the bounded body and checks the channel's signature (`Sandbox-Signature` for the
+/// card channel and the sandbox's own endpoints).
 async fn authenticate(
     state: &Arc<State>,
+    channel: Channel,
     request: Request<Incoming>,
 ) -> Result<(Parts, Bytes), ApiError> {
     let (parts, body) = request.into_parts();
@@ -240,26 +258,46 @@ async fn authenticate(
         .uri
         .path_and_query()
         .map_or_else(|| parts.uri.path(), |path| path.as_str());
-    let header = parts
-        .headers
-        .get(SIGNATURE_HEADER)
-        .map(|value| value.to_str().unwrap_or(""));
-    signature::verify(
-        state.api_secret.expose().as_bytes(),
-        header,
-        parts.method.as_str(),
-        signed_path,
-        &body,
-        signature::now_unix_s(),
-    )
-    .map_err(|error| {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid_signature",
-            error.to_string(),
-        )
-    })?;
+    let now_s = signature::now_unix_s();
+    let verified = match channel {
+        Channel::Card => {
+            let header = parts
+                .headers
+                .get(SIGNATURE_HEADER)
+                .map(|value| value.to_str().unwrap_or(""));
+            signature::verify(
+                state.api_secret.expose().as_bytes(),
+                header,
+                parts.method.as_str(),
+                signed_path,
+                &body,
+                now_s,
+            )
+            .map_err(|error| error.to_string())
+        }
+        Channel::QrWallet | Channel::AppWallet | Channel::BankTransfer => {
+            async_routes::verify(state, channel, &parts, signed_path, &body, now_s)
+                .map_err(|error| error.to_string())
+        }
+    };
+    verified
+        .map_err(|message| ApiError::new(StatusCode::UNAUTHORIZED, "invalid_signature", message))?;
     Ok((parts, body))
+}
+
+async fn route(
+    state: &Arc<State>,
+    channel: Channel,
+    parts: &Parts,
+    body: &Bytes,
+) -> Result<Bytes, ApiError> {
+    let (method, path) = (&parts.method, parts.uri.path());
+    match channel {
+        Channel::Card => route_card(state, method, path, body).await,
+        Channel::QrWallet | Channel::AppWallet | Channel::BankTransfer => {
+            async_routes::route(state, channel, method, path, body).await
+        }
+    }
 }
 
 async fn route_card(

@@ -21,19 +21,20 @@ use std::time::Duration;
 use bytes::Bytes;
 use hyper::StatusCode;
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 use super::async_ledger::{
-    AsyncLedger, AsyncLedgerError, PaymentRecord, RefundRecord, RefundStatus, Touched,
+    AsyncLedger, AsyncLedgerError, NewPayment, PaymentRecord, PaymentStatus, RefundRecord,
+    RefundStatus, Touched,
 };
 use super::behaviour::Withheld;
 use super::callbacks::{self, Envelope};
 use super::channels::{self, Channel, SETTLEMENT_TIMERS_MAX};
+pub(crate) use super::requests::{check_currency, check_optional_currency, json, parse_json};
 use super::routes::ApiError;
 use super::stats::Counter;
-use super::{State, app_api, bank_api, card_api, qr_api};
+use super::{State, app_api, bank_api, card_api, qr_api, requests};
+use crate::secret::Secret;
 
-const IDEMPOTENCY_KEY_LEN_MAX: usize = 255;
 /// The longest description (subject, remittance information) accepted, in bytes.
 pub(crate) const DESCRIPTION_LEN_MAX: usize = 256;
 
@@ -63,7 +64,7 @@ impl From<AsyncLedgerError> for ApiError {
 }
 
 /// The unix time in milliseconds, by the OS clock.
-pub(crate) fn now_ms() -> i64 {
+fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| {
@@ -71,10 +72,119 @@ pub(crate) fn now_ms() -> i64 {
         })
 }
 
+/// A payment a protocol's create request asks for, its fields checked.
+pub(crate) struct Creation {
+    pub channel: Channel,
+    pub key: String,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub description: String,
+    /// Only hashed into the request's fingerprint, never stored.
+    pub payer_account: Option<Secret<String>>,
+    pub payer_name: Option<String>,
+    /// What the test-amount rule fails the payment with, when the provider decides it.
+    pub test_failure: &'static str,
+}
+
+/// Records a payment (or finds the one under its key) with its settlement plan, and follows
+/// up ([`after`]).
+pub(crate) async fn create(
+    state: &Arc<State>,
+    creation: Creation,
+) -> Result<PaymentRecord, ApiError> {
+    let (settle_at_ms, settle_failure) = settle_plan(
+        state,
+        creation.channel,
+        creation.amount_minor,
+        creation.test_failure,
+    );
+    let touched = on_ledger(state, move |ledger| {
+        ledger.create(
+            &NewPayment {
+                channel: creation.channel,
+                idempotency_key: &creation.key,
+                amount_minor: creation.amount_minor,
+                currency: &creation.currency,
+                description: &creation.description,
+                payer_account: creation
+                    .payer_account
+                    .as_ref()
+                    .map(|account| account.expose().as_str()),
+                payer_name: creation.payer_name.as_deref(),
+                settle_at_ms,
+                settle_failure,
+            },
+            now_ms(),
+        )
+    })
+    .await?;
+    after(state, &touched);
+    Ok(touched.record)
+}
+
+/// The payment of `channel` under `key`, decided first if its time has come; `None` when there
+/// is none, and the key is closed for good.
+pub(crate) async fn lookup(
+    state: &Arc<State>,
+    channel: Channel,
+    key: String,
+) -> Result<Option<PaymentRecord>, ApiError> {
+    let found = on_ledger(state, move |ledger| ledger.lookup(channel, &key, now_ms())).await?;
+    if let Some(touched) = &found {
+        after(state, touched);
+    }
+    Ok(found.map(|touched| touched.record))
+}
+
+/// Closes the pending payment of `channel` under `key` (it fails `closed_code`); one already
+/// decided is answered as it is.
+pub(crate) async fn close(
+    state: &Arc<State>,
+    channel: Channel,
+    key: String,
+    closed_code: &'static str,
+) -> Result<PaymentRecord, ApiError> {
+    let touched = on_ledger(state, move |ledger| {
+        ledger.close(channel, &key, closed_code, now_ms())
+    })
+    .await?;
+    after(state, &touched);
+    Ok(touched.record)
+}
+
+/// A refund a protocol's request asks for, its fields checked.
+pub(crate) struct RefundAsk {
+    pub channel: Channel,
+    pub key: String,
+    pub provider_ref: String,
+    pub amount_minor: i64,
+    pub currency: Option<String>,
+}
+
+/// Refunds (part of) a payment, or answers the refund already under the key; a payment the
+/// call decided on its way sends its callback.
+pub(crate) async fn refund(state: &Arc<State>, ask: RefundAsk) -> Result<RefundRecord, ApiError> {
+    let (refund, decided) = on_ledger(state, move |ledger| {
+        ledger.refund(
+            ask.channel,
+            &ask.key,
+            &ask.provider_ref,
+            ask.amount_minor,
+            ask.currency.as_deref(),
+            now_ms(),
+        )
+    })
+    .await?;
+    if let Some(record) = decided {
+        outcome_callback(state, &record);
+    }
+    Ok(refund)
+}
+
 /// When (unix ms) and how a new payment of `channel` is decided by the provider itself:
 /// `(None, None)` when it waits for its customer. `failure_code` is the channel's test-amount
 /// failure.
-pub(crate) fn settle_plan(
+fn settle_plan(
     state: &State,
     channel: Channel,
     amount_minor: i64,
@@ -91,24 +201,20 @@ pub(crate) fn settle_plan(
 }
 
 /// Runs async-ledger work on the blocking pool (SQLite calls block).
-pub(crate) async fn on_ledger<T, F>(state: &Arc<State>, work: F) -> Result<T, ApiError>
+async fn on_ledger<T, F>(state: &Arc<State>, work: F) -> Result<T, ApiError>
 where
     F: FnOnce(&AsyncLedger) -> Result<T, AsyncLedgerError> + Send + 'static,
     T: Send + 'static,
 {
-    let state = state.clone();
-    tokio::task::spawn_blocking(move || work(&state.async_channels.ledger))
-        .await
-        .map_err(|error| {
-            tracing::error!(%error, "sandbox async ledger task failed");
-            ApiError::internal()
-        })?
-        .map_err(ApiError::from)
+    requests::on_blocking_pool(state, move |state: &State| {
+        work(&state.async_channels.ledger)
+    })
+    .await
 }
 
 /// What follows a ledger call that touched a payment: a new one is counted and, when the
 /// provider decides it by itself, gets its settlement timer; a decided one sends its callback.
-pub(crate) fn after(state: &Arc<State>, touched: &Touched) {
+fn after(state: &Arc<State>, touched: &Touched) {
     let record = &touched.record;
     if touched.created {
         channels::stats(state, record.channel).bump(Counter::Charges);
@@ -123,13 +229,6 @@ pub(crate) fn after(state: &Arc<State>, touched: &Touched) {
     }
     if touched.decided {
         outcome_callback(state, record);
-    }
-}
-
-/// A payment a call decided on its way (its settle time had come) sends its callback.
-pub(crate) fn after_decided(state: &Arc<State>, decided: Option<PaymentRecord>) {
-    if let Some(record) = decided {
-        outcome_callback(state, &record);
     }
 }
 
@@ -232,6 +331,17 @@ pub(crate) async fn customer_page(
     }
 }
 
+/// The link to the customer page (under `prefix`) of a pending wallet order; `None` once it is
+/// decided.
+pub(crate) fn pay_page(state: &State, prefix: &str, record: &PaymentRecord) -> Option<String> {
+    (record.status == PaymentStatus::Pending).then(|| {
+        format!(
+            "{}{prefix}{}",
+            state.async_channels.base_url, record.provider_ref
+        )
+    })
+}
+
 /// What a customer who declines on a wallet page fails the order with.
 const DECLINED_BY_CUSTOMER: &str = "payment_declined";
 
@@ -312,69 +422,18 @@ impl<'a> From<&'a RefundRecord> for RefundView<'a> {
     }
 }
 
-/// Serialises an answer.
-pub(crate) fn json<T: Serialize>(value: &T) -> Result<Bytes, ApiError> {
-    serde_json::to_vec(value).map(Bytes::from).map_err(|error| {
-        tracing::error!(%error, "sandbox answer could not be serialised");
-        ApiError::internal()
-    })
-}
-
-/// Parses a JSON request body. The error names the position, never the content: a body may
-/// hold an account number.
-pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|error| {
-        let (code, what) = match error.classify() {
-            serde_json::error::Category::Data => {
-                ("invalid_request", "does not match the endpoint's schema")
-            }
-            serde_json::error::Category::Io
-            | serde_json::error::Category::Syntax
-            | serde_json::error::Category::Eof => ("invalid_json", "is not valid JSON"),
-        };
-        ApiError::bad_request(
-            code,
-            format!(
-                "the body {what} (line {}, column {})",
-                error.line(),
-                error.column()
-            ),
-        )
-    })
-}
-
 pub(crate) fn check_key(key: &str) -> Result<(), ApiError> {
-    let visible = key.bytes().all(|b| b.is_ascii_graphic());
-    if visible && !key.is_empty() && key.len() <= IDEMPOTENCY_KEY_LEN_MAX {
-        Ok(())
-    } else {
-        Err(ApiError::bad_request(
-            "invalid_idempotency_key",
-            "the merchant's order or request number must be 1 to 255 visible ASCII characters",
-        ))
-    }
+    requests::check_key(
+        key,
+        "the merchant's order or request number must be 1 to 255 visible ASCII characters",
+    )
 }
 
 pub(crate) fn check_amount(amount_minor: i64) -> Result<(), ApiError> {
-    if amount_minor > 0 {
-        Ok(())
-    } else {
-        Err(ApiError::bad_request(
-            "invalid_amount",
-            "the amount must be a positive integer of minor units",
-        ))
-    }
-}
-
-pub(crate) fn check_currency(currency: &str) -> Result<(), ApiError> {
-    if currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_uppercase()) {
-        Ok(())
-    } else {
-        Err(ApiError::bad_request(
-            "invalid_currency",
-            "currency must be an upper-case ISO 4217 code",
-        ))
-    }
+    requests::check_amount(
+        amount_minor,
+        "the amount must be a positive integer of minor units",
+    )
 }
 
 pub(crate) fn check_description(description: &str) -> Result<(), ApiError> {

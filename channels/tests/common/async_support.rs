@@ -18,8 +18,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use kassa_channels::card::signature;
 use kassa_channels::sandbox::{self, Behaviour, SandboxConfig, SandboxHandle};
 use kassa_channels::{
-    AppWalletChannel, AsyncPaymentRequest, BankTransferChannel, ChannelAdapter, LookupOutcome,
-    Protocol, QrWalletChannel, RefundRequest, Secret, inbound,
+    AppWalletChannel, AsyncPayment, AsyncPaymentRequest, AsyncStatus, BankTransferChannel,
+    ChannelAdapter, LookupOutcome, Protocol, QrWalletChannel, RefundRequest, Secret, inbound,
 };
 use serde_json::Value;
 
@@ -113,6 +113,36 @@ pub fn set(sandbox: &SandboxHandle, channel: &str, behaviour: Behaviour) {
     sandbox
         .set_channel_behaviour(channel, behaviour)
         .expect("a valid behaviour");
+}
+
+/// A receiver for `channel`'s callbacks (refusing the first `refuse_first`), set as its
+/// `callback_url` on top of `behaviour`.
+pub async fn receive_callbacks(
+    sandbox: &SandboxHandle,
+    channel: &'static str,
+    refuse_first: usize,
+    behaviour: Behaviour,
+) -> CallbackReceiver {
+    let receiver = CallbackReceiver::start(channel, refuse_first).await;
+    set(
+        sandbox,
+        channel,
+        Behaviour {
+            callback_url: Some(receiver.url.clone()),
+            ..behaviour
+        },
+    );
+    receiver
+}
+
+/// The customer page of a payment that waits for its customer.
+pub fn action_url(payment: &AsyncPayment) -> &str {
+    match &payment.status {
+        AsyncStatus::Pending {
+            action_url: Some(url),
+        } => url,
+        _ => panic!("the payment waits for its customer: {payment:?}"),
+    }
 }
 
 /// Calls `probe` until it returns `Some` or `deadline_ms` passes.

@@ -5,9 +5,12 @@
 //! charge replays that first answer, whatever happened to the charge since; the key for
 //! anything else is `KeyReused`.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::{ChargeRecord, ChargeStatus, LedgerError, charge_by_id, unknown_text, vanished};
+use super::{
+    ChargeRecord, ChargeStatus, Ledger, LedgerError, Written, assert_charge_invariants,
+    charge_by_id, unknown_text, vanished,
+};
 
 /// A change to an existing charge, recorded under its own idempotency key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,9 +44,36 @@ impl Operation {
     }
 }
 
+impl Ledger {
+    /// Runs `operation` on `charge_id` under `idempotency_key` in one `IMMEDIATE` transaction:
+    /// a replayed key answers its first answer; otherwise the charge is read (and checked),
+    /// `change` checks its state and writes, answering the charge after it and the money it
+    /// moved, and the operation is recorded with that answer.
+    pub(super) fn operate(
+        &self,
+        idempotency_key: &str,
+        charge_id: &str,
+        operation: Operation,
+        change: impl FnOnce(&Connection, &ChargeRecord) -> Result<(ChargeRecord, i64), LedgerError>,
+    ) -> Result<(ChargeRecord, Written), LedgerError> {
+        let mut connection = self.connection.lock();
+        let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if let Some(replayed) = replay_operation(&tx, idempotency_key, charge_id, operation)? {
+            return Ok((replayed, Written::Replayed));
+        }
+        let before = charge_by_id(&tx, charge_id)?.ok_or(LedgerError::ChargeNotFound)?;
+        assert_charge_invariants(&before);
+        let (after, moved_minor) = change(&tx, &before)?;
+        assert_charge_invariants(&after);
+        record_operation(&tx, idempotency_key, operation, moved_minor, &after)?;
+        tx.commit()?;
+        Ok((after, Written::Fresh))
+    }
+}
+
 /// The charge as the first answer under `idempotency_key` showed it, when the key was used for
 /// this same operation on this charge; `KeyReused` when it was used for anything else.
-pub(super) fn replay_operation(
+fn replay_operation(
     connection: &Connection,
     idempotency_key: &str,
     charge_id: &str,
@@ -91,7 +121,7 @@ pub(super) fn replay_operation(
 }
 
 /// Records `operation` under its key: the money it moved and the charge as its answer shows.
-pub(super) fn record_operation(
+fn record_operation(
     connection: &Connection,
     idempotency_key: &str,
     operation: Operation,

@@ -5,11 +5,11 @@
 //! key first (the first answer), then the state check, the change, the invariants on both
 //! sides, and the operation recorded with the charge as its answer shows it.
 
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::Connection;
 
 use super::{
     ChargeRecord, ChargeStatus, Ledger, LedgerError, Operation, Written, assert_charge_invariants,
-    charge_by_id, is_open_authorisation, record_operation, replay_operation, set_voided, vanished,
+    charge_by_id, is_open_authorisation, set_voided, vanished,
 };
 
 /// What a reversal does to a charge in its current state.
@@ -32,33 +32,23 @@ impl Ledger {
         idempotency_key: &str,
         charge_id: &str,
     ) -> Result<(ChargeRecord, Written), LedgerError> {
-        let mut connection = self.connection.lock();
-        let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let operation = Operation::Uncapture;
-        if let Some(replayed) = replay_operation(&tx, idempotency_key, charge_id, operation)? {
-            return Ok((replayed, Written::Replayed));
-        }
-        let before = charge_by_id(&tx, charge_id)?.ok_or(LedgerError::ChargeNotFound)?;
-        assert_charge_invariants(&before);
-        if !is_revertible(&before) {
-            return Err(LedgerError::NotRevertible);
-        }
-        tx.execute(
-            "UPDATE charges SET status = 'authorized', captured_minor = 0 WHERE charge_id = ?1",
-            [charge_id],
-        )?;
-        let after = charge_by_id(&tx, charge_id)?.ok_or_else(vanished)?;
-        assert_charge_invariants(&after);
-        assert!(is_open_authorisation(&after), "uncapture: {charge_id}");
-        record_operation(
-            &tx,
+        self.operate(
             idempotency_key,
-            operation,
-            before.captured_minor,
-            &after,
-        )?;
-        tx.commit()?;
-        Ok((after, Written::Fresh))
+            charge_id,
+            Operation::Uncapture,
+            |tx, before| {
+                if !is_revertible(before) {
+                    return Err(LedgerError::NotRevertible);
+                }
+                tx.execute(
+                "UPDATE charges SET status = 'authorized', captured_minor = 0 WHERE charge_id = ?1",
+                [charge_id],
+            )?;
+                let after = charge_by_id(tx, charge_id)?.ok_or_else(vanished)?;
+                assert!(is_open_authorisation(&after), "uncapture: {charge_id}");
+                Ok((after, before.captured_minor))
+            },
+        )
     }
 
     /// Cancels a charge whatever stage it reached: an open authorisation, or a charge still
@@ -71,25 +61,20 @@ impl Ledger {
         idempotency_key: &str,
         charge_id: &str,
     ) -> Result<(ChargeRecord, Written), LedgerError> {
-        let mut connection = self.connection.lock();
-        let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let operation = Operation::Reverse;
-        if let Some(replayed) = replay_operation(&tx, idempotency_key, charge_id, operation)? {
-            return Ok((replayed, Written::Replayed));
-        }
-        let before = charge_by_id(&tx, charge_id)?.ok_or(LedgerError::ChargeNotFound)?;
-        assert_charge_invariants(&before);
-        let (after, moved_minor) = match reversal(&before).ok_or(LedgerError::NotReversible)? {
-            Reversal::Void => (set_voided(&tx, charge_id)?, 0),
-            Reversal::ReturnCapture => (set_reversed(&tx, &before)?, before.captured_minor),
-        };
-        record_operation(&tx, idempotency_key, operation, moved_minor, &after)?;
-        tx.commit()?;
-        Ok((after, Written::Fresh))
+        self.operate(
+            idempotency_key,
+            charge_id,
+            Operation::Reverse,
+            |tx, before| match reversal(before).ok_or(LedgerError::NotReversible)? {
+                Reversal::Void => Ok((set_voided(tx, charge_id)?, 0)),
+                Reversal::ReturnCapture => Ok((set_reversed(tx, before)?, before.captured_minor)),
+            },
+        )
     }
 }
 
-/// A capture can be reverted while none of it has been refunded, voided or reversed.
+/// A capture can be reverted (or returned whole by a reversal) while none of it has been
+/// refunded, voided or reversed.
 fn is_revertible(charge: &ChargeRecord) -> bool {
     match charge.status {
         ChargeStatus::Succeeded => {
@@ -107,13 +92,7 @@ fn reversal(charge: &ChargeRecord) -> Option<Reversal> {
     match charge.status {
         ChargeStatus::Authorized => is_open_authorisation(charge).then_some(Reversal::Void),
         ChargeStatus::RequiresAction => (!charge.voided).then_some(Reversal::Void),
-        ChargeStatus::Succeeded => {
-            let untouched = charge.captured_minor > 0
-                && charge.refunded_minor == 0
-                && !charge.voided
-                && !charge.reversed;
-            untouched.then_some(Reversal::ReturnCapture)
-        }
+        ChargeStatus::Succeeded => is_revertible(charge).then_some(Reversal::ReturnCapture),
         ChargeStatus::Declined => None,
     }
 }

@@ -28,7 +28,8 @@ async fn method_terms_decide_what_is_accepted_and_operators_can_change_them() {
     let mut kassa = Kassa::start_default().await;
     let merchant = kassa.new_merchant("Methods Ltd").await;
 
-    // Seeded defaults: card in every currency, limits by the currency's exponent.
+    // Seeded defaults: card in every currency, limits by the currency's exponent (and the
+    // other methods beside it).
     let list = expect_status(
         &admin(&kassa, "GET", "/admin/methods", None).await,
         200,
@@ -38,7 +39,7 @@ async fn method_terms_decide_what_is_accepted_and_operators_can_change_them() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|m| m["currency"] == "USD")
+        .find(|m| m["method"] == "card" && m["currency"] == "USD")
         .cloned()
         .unwrap();
     assert_eq!(usd["channel"], "card", "{usd}");
@@ -88,6 +89,13 @@ async fn method_terms_decide_what_is_accepted_and_operators_can_change_them() {
     let bad = json!({"channel": "carrier-pigeon", "min_amount": "1.00", "max_amount": "2.00"});
     assert_error(
         &admin(&kassa, "PUT", "/admin/methods/card/USD", Some(bad)).await,
+        422,
+        "value_invalid",
+    );
+    // A method is carried by the channel of its own protocol only.
+    let elsewhere = json!({"channel": "qr_wallet", "min_amount": "1.00", "max_amount": "2.00"});
+    assert_error(
+        &admin(&kassa, "PUT", "/admin/methods/card/USD", Some(elsewhere)).await,
         422,
         "value_invalid",
     );

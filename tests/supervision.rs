@@ -223,7 +223,17 @@ async fn the_tree_json_matches_what_runs() {
             .clone()
     };
     assert_eq!(node("notifier")["strategy"], "one_for_all");
-    assert_eq!(node("channels")["children"][0]["name"], "card");
+    let channels: Vec<_> = node("channels")["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        channels,
+        ["app_wallet", "bank_transfer", "card", "qr_wallet"],
+        "one worker per enabled channel"
+    );
     for child in root["children"].as_array().unwrap() {
         assert_eq!(child["status"], "running", "{child}");
         assert_eq!(child["restarts_total"], 0, "{child}");

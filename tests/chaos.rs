@@ -37,12 +37,19 @@ async fn every_order_ends_as_the_sandbox_ledger_says_under_chaos() {
             .env("KASSA_SANDBOX_BANK_CALLBACK_RATE_PERCENT", 50)
             .env("KASSA_CHANNELS_CARD_REQUEST_TIMEOUT_MS", 300)
             .env("KASSA_CHANNELS_CARD_BACKOFF_MS_MAX", 50)
+            .env("KASSA_CHANNELS_CARD_BREAKER_FAILURE_RATE_PERCENT", 95)
             .env("KASSA_CHANNELS_QR_WALLET_REQUEST_TIMEOUT_MS", 300)
             .env("KASSA_CHANNELS_QR_WALLET_BACKOFF_MS_MAX", 50)
+            .env("KASSA_CHANNELS_QR_WALLET_BREAKER_FAILURE_RATE_PERCENT", 95)
             .env("KASSA_CHANNELS_APP_WALLET_REQUEST_TIMEOUT_MS", 300)
             .env("KASSA_CHANNELS_APP_WALLET_BACKOFF_MS_MAX", 50)
+            .env("KASSA_CHANNELS_APP_WALLET_BREAKER_FAILURE_RATE_PERCENT", 95)
             .env("KASSA_CHANNELS_BANK_TRANSFER_REQUEST_TIMEOUT_MS", 300)
             .env("KASSA_CHANNELS_BANK_TRANSFER_BACKOFF_MS_MAX", 50)
+            .env(
+                "KASSA_CHANNELS_BANK_TRANSFER_BREAKER_FAILURE_RATE_PERCENT",
+                95,
+            )
             .env("KASSA_ORDERS_REDRIVE_SCHEDULE_MS", "200,500,1000")
             .env("KASSA_ORDERS_JANITOR_INTERVAL_MS", 1_000),
     )
@@ -93,6 +100,9 @@ async fn every_order_ends_as_the_sandbox_ledger_says_under_chaos() {
         PAYMENTS,
         "one order per accepted request"
     );
+    // The breakers tolerate this much chaos here (they are tested on their own), so nearly
+    // every payment meets it rather than being refused up front.
+    assert!(refused * 20 <= PAYMENTS, "{refused} of {PAYMENTS} refused");
     assert_eq!(
         list_all_payments(&merchant).await.len(),
         told.len(),

@@ -177,7 +177,7 @@ async fn a_failing_channel_opens_the_breaker_calls_fail_fast_and_it_closes_after
         .as_u64()
         .unwrap();
     eprintln!(
-        "20 refusals in {:?}; sandbox calls while open: {}",
+        "{refusals} refusals (and one QR payment) in {:?}; card sandbox calls while open: {}",
         fast.elapsed(),
         after - before
     );

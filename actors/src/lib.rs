@@ -7,11 +7,13 @@
 //! - `payment_order.rs`   — `PaymentOrder`, the actor that owns one order: messages, journal, replies;
 //!   `payment_order/channel_work.rs` starts and re-drives its channel calls.
 //! - `order_directory.rs` — shards orders over arbiters and starts order actors on demand.
-//! - `channel_port.rs`    — what an order needs from a channel, and the bridge to the card channel.
+//! - `channel_port.rs`    — what an order needs from a channel, and the bridges to each channel.
+//! - `events.rs`          — the merchant-facing events (the outbox rows) an order's transitions raise.
 //! - `clock.rs`           — injected time.
 
 pub mod channel_port;
 pub mod clock;
+pub mod events;
 pub mod money;
 pub mod order_directory;
 pub mod payment;

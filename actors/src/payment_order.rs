@@ -51,6 +51,8 @@ pub struct OrderDeps {
     pub redrive_schedule_ms: Vec<u64>,
     /// `orders.redrive_attempts_max`.
     pub redrive_attempts_max: u32,
+    /// Told whenever an append carried merchant events (the notifier delivers them).
+    pub events_appended: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -382,13 +384,19 @@ impl PaymentOrder {
             entries,
             payment: Some(payment_row(&next)),
             refunds: refund_rows(&next, &events),
+            // The outbox: what the merchant is told, durable with the transition itself.
+            events: crate::events::merchant_events(&next, &events, expected_seq + 1, at_ms),
         };
+        let raised_events = !append.events.is_empty();
         let write = self.deps.store.append(append);
         Box::pin(
             write
                 .into_actor(self)
                 .map(move |written, act, ctx| match written {
                     Ok(()) => {
+                        if raised_events {
+                            act.deps.events_appended.notify_one();
+                        }
                         act.state = Some(next.clone());
                         act.start_channel_work(&events, ctx);
                         act.settle_waiters();

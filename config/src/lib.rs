@@ -48,6 +48,7 @@ pub struct Settings {
     pub orders: OrderSettings,
     pub sandbox: SandboxSettings,
     pub channels: ChannelSettings,
+    pub notifications: NotificationSettings,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -289,6 +290,46 @@ impl std::fmt::Debug for SandboxSettings {
             .field("callbacks", &self.callbacks)
             .field("api_secret", &"***")
             .finish()
+    }
+}
+
+/// Merchant callbacks (webhooks): the retry schedule and the bounds of the dispatcher.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotificationSettings {
+    /// Delays before attempt 1, 2, … of one round; its length is the attempts per round, after
+    /// which the delivery is dead (until a replay). The first must be 0: an event's delivery is
+    /// due as soon as the event is written.
+    pub schedule_ms: Vec<u64>,
+    /// Each retry delay is moved by up to this share of itself, either way.
+    pub jitter_percent: u32,
+    /// Only a 2xx answer within this time counts as delivered.
+    pub webhook_timeout_ms: u64,
+    /// Attempts in flight to one endpoint at once.
+    pub endpoint_inflight_max: usize,
+    /// Attempts in flight to all endpoints at once.
+    pub inflight_max: usize,
+    /// The longest a due delivery waits when no wake-up came.
+    pub poll_interval_ms: u64,
+    /// Due deliveries read per scan.
+    pub batch_max: u32,
+}
+
+impl Default for NotificationSettings {
+    fn default() -> Self {
+        Self {
+            // Stripe-like: 15 attempts over about three days.
+            schedule_ms: vec![
+                0, 60_000, 300_000, 600_000, 600_000, 1_800_000, 3_600_000, 3_600_000, 3_600_000,
+                10_800_000, 21_600_000, 21_600_000, 43_200_000, 86_400_000, 86_400_000,
+            ],
+            jitter_percent: 10,
+            webhook_timeout_ms: 10_000,
+            endpoint_inflight_max: 4,
+            inflight_max: 256,
+            poll_interval_ms: 1_000,
+            batch_max: 200,
+        }
     }
 }
 

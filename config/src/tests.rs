@@ -172,3 +172,82 @@ fn every_channel_has_its_own_settings() {
         "{err}"
     );
 }
+
+#[test]
+fn notifications_default_to_fifteen_attempts_over_three_days() {
+    let s = Settings::load(None, env(&[])).unwrap();
+    let n = &s.notifications;
+    assert_eq!(n.schedule_ms.len(), 15);
+    assert_eq!(n.schedule_ms[0], 0);
+    let total_ms: u64 = n.schedule_ms.iter().sum();
+    assert!((72..=80).contains(&(total_ms / 3_600_000)), "{total_ms}");
+    assert_eq!(n.jitter_percent, 10);
+    assert_eq!(n.webhook_timeout_ms, 10_000);
+    assert_eq!(n.endpoint_inflight_max, 4);
+    assert_eq!(n.inflight_max, 256);
+    assert_eq!(n.poll_interval_ms, 1_000);
+    assert_eq!(n.batch_max, 200);
+}
+
+#[test]
+fn notifications_override_from_env_and_name_bad_keys() {
+    let s = Settings::load(
+        None,
+        env(&[
+            ("KASSA_NOTIFICATIONS_SCHEDULE_MS", "0,200,400,800"),
+            ("KASSA_NOTIFICATIONS_JITTER_PERCENT", "0"),
+            ("KASSA_NOTIFICATIONS_WEBHOOK_TIMEOUT_MS", "500"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(s.notifications.schedule_ms, [0, 200, 400, 800]);
+    assert_eq!(s.notifications.jitter_percent, 0);
+    assert_eq!(s.notifications.webhook_timeout_ms, 500);
+    for (var, value, key) in [
+        (
+            "KASSA_NOTIFICATIONS_SCHEDULE_MS",
+            "100,200",
+            "notifications.schedule_ms",
+        ),
+        (
+            "KASSA_NOTIFICATIONS_SCHEDULE_MS",
+            "soon",
+            "notifications.schedule_ms",
+        ),
+        (
+            "KASSA_NOTIFICATIONS_JITTER_PERCENT",
+            "150",
+            "notifications.jitter_percent",
+        ),
+        (
+            "KASSA_NOTIFICATIONS_WEBHOOK_TIMEOUT_MS",
+            "0",
+            "notifications.webhook_timeout_ms",
+        ),
+        (
+            "KASSA_NOTIFICATIONS_INFLIGHT_MAX",
+            "2",
+            "notifications.endpoint_inflight_max",
+        ),
+        (
+            "KASSA_NOTIFICATIONS_ENDPOINT_INFLIGHT_MAX",
+            "0",
+            "notifications.endpoint_inflight_max",
+        ),
+        (
+            "KASSA_NOTIFICATIONS_POLL_INTERVAL_MS",
+            "0",
+            "notifications.poll_interval_ms",
+        ),
+        (
+            "KASSA_NOTIFICATIONS_BATCH_MAX",
+            "0",
+            "notifications.batch_max",
+        ),
+    ] {
+        let err = Settings::load(None, env(&[(var, value)]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(key), "{var}={value}: {err}");
+    }
+}

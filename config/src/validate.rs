@@ -118,6 +118,54 @@ pub(crate) fn check(s: &Settings) -> Result<(), ConfigError> {
     if s.sandbox.api_secret.is_empty() {
         return Err(invalid("sandbox.api_secret", "must not be empty"));
     }
+    check_notifications(&s.notifications)
+}
+
+/// The most attempts one round of a delivery may make.
+const NOTIFICATION_ATTEMPTS_MAX: usize = 100;
+/// The longest one delay of the schedule (a week).
+const NOTIFICATION_DELAY_MS_MAX: u64 = 7 * 24 * 3_600_000;
+
+fn check_notifications(n: &crate::NotificationSettings) -> Result<(), ConfigError> {
+    let schedule = &n.schedule_ms;
+    if schedule.is_empty() || schedule.len() > NOTIFICATION_ATTEMPTS_MAX {
+        return Err(invalid(
+            "notifications.schedule_ms",
+            format!("must list 1 to {NOTIFICATION_ATTEMPTS_MAX} delays"),
+        ));
+    }
+    if schedule[0] != 0 {
+        return Err(invalid(
+            "notifications.schedule_ms",
+            "the first delay must be 0 (an event's delivery is due as soon as it is written)",
+        ));
+    }
+    if schedule.iter().any(|&ms| ms > NOTIFICATION_DELAY_MS_MAX) {
+        return Err(invalid(
+            "notifications.schedule_ms",
+            format!("each delay must be at most {NOTIFICATION_DELAY_MS_MAX} ms (a week)"),
+        ));
+    }
+    if n.jitter_percent > 100 {
+        return Err(invalid(
+            "notifications.jitter_percent",
+            "must be at most 100",
+        ));
+    }
+    positive("notifications.webhook_timeout_ms", n.webhook_timeout_ms)?;
+    positive(
+        "notifications.endpoint_inflight_max",
+        n.endpoint_inflight_max as u64,
+    )?;
+    positive("notifications.inflight_max", n.inflight_max as u64)?;
+    if n.endpoint_inflight_max > n.inflight_max {
+        return Err(invalid(
+            "notifications.endpoint_inflight_max",
+            "must not exceed notifications.inflight_max",
+        ));
+    }
+    positive("notifications.poll_interval_ms", n.poll_interval_ms)?;
+    positive("notifications.batch_max", u64::from(n.batch_max))?;
     Ok(())
 }
 

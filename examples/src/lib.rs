@@ -11,6 +11,9 @@
 //! - [`merchant`]: [`MerchantClient`], which signs every request as one merchant.
 //! - [`admin`]: [`AdminClient`], which carries the operator's bearer token, and
 //!   [`MerchantCredentials`].
+//! - [`webhook`]: the callback signature, `t=<unix>,v1=<hex HMAC-SHA256(webhook_secret,
+//!   "{t}.{body}")>` (Stripe's scheme): [`webhook_signature`] (Kassa signs with it) and
+//!   [`verify_webhook`] (receivers check with it).
 //!
 //! # Example
 //!
@@ -31,8 +34,10 @@ pub mod admin;
 pub mod http;
 pub mod merchant;
 pub mod sign;
+pub mod webhook;
 
 pub use admin::{AdminClient, MerchantCredentials};
 pub use http::{ClientError, HttpClient, Response};
 pub use merchant::MerchantClient;
 pub use sign::{sign_v1, unix_now};
+pub use webhook::{WebhookError, verify_webhook, webhook_signature};

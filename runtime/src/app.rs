@@ -40,11 +40,18 @@ pub struct App {
     pub methods: crate::methods::Methods,
     pub idempotency: Idempotency,
     pub clock: Arc<dyn Clock>,
+    /// Wakes the notifier's dispatcher (new events, a replay, a resend) before its next poll.
+    pub notifier_due: Arc<tokio::sync::Notify>,
 }
 
 impl App {
     pub fn now_ms(&self) -> i64 {
         self.clock.now_ms()
+    }
+
+    /// Something is due for delivery now: the dispatcher should look before its next poll.
+    pub fn notifier_wake(&self) {
+        self.notifier_due.notify_one();
     }
 
     /// Sends `msg` to order `id`'s actor (starting it if needed), within `orders.command_timeout_ms`.

@@ -1,7 +1,7 @@
 //! Fault injection for drills and tests (`admin.faults_enabled`; never on in production).
 //!
 //! `FaultyStore` wraps the real store and fails the next N journal appends on request;
-//! everything else (wallet moves included) passes straight through. Order panics are a message to the order actor
+//! everything else (wallet moves and the outbox's writes included) passes straight through. Order panics are a message to the order actor
 //! (`kassa_actors::payment_order::InjectPanic`).
 
 use std::sync::Arc;
@@ -9,8 +9,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use futures::future::BoxFuture;
 use kassa_store::{
-    Append, AppendError, IdempotencyRecord, JournalEntry, ListQuery, MerchantRecord, MethodRecord,
-    Page, PaymentRow, RefundRow, Store, StoreError, StoreResult, StoreStats, UnixMs, WalletMove,
+    Append, AppendError, AttemptOutcome, AttemptRecord, DeliveryFilter, DeliveryRecord,
+    EventRecord, IdempotencyRecord, JournalEntry, ListQuery, MerchantRecord, MethodRecord, Page,
+    PaymentRow, RefundRow, Store, StoreError, StoreResult, StoreStats, UnixMs, WalletMove,
     WalletMoveOutcome, WalletMovement, WalletRecord,
 };
 
@@ -146,6 +147,63 @@ impl Store for FaultyStore {
         query: ListQuery,
     ) -> BoxFuture<'static, StoreResult<Page<WalletMovement>>> {
         self.inner.list_wallet_movements(wallet_id, query)
+    }
+    fn get_event(
+        &self,
+        merchant_id: Option<&str>,
+        id: &str,
+    ) -> BoxFuture<'static, StoreResult<Option<EventRecord>>> {
+        self.inner.get_event(merchant_id, id)
+    }
+    fn list_events(
+        &self,
+        merchant_id: &str,
+        query: ListQuery,
+    ) -> BoxFuture<'static, StoreResult<Page<EventRecord>>> {
+        self.inner.list_events(merchant_id, query)
+    }
+    fn due_deliveries(
+        &self,
+        now_ms: UnixMs,
+        limit: u32,
+    ) -> BoxFuture<'static, StoreResult<Vec<(DeliveryRecord, EventRecord)>>> {
+        self.inner.due_deliveries(now_ms, limit)
+    }
+    fn next_delivery_due(&self) -> BoxFuture<'static, StoreResult<Option<UnixMs>>> {
+        self.inner.next_delivery_due()
+    }
+    fn record_attempt(
+        &self,
+        attempt: AttemptRecord,
+        outcome: AttemptOutcome,
+    ) -> BoxFuture<'static, StoreResult<()>> {
+        self.inner.record_attempt(attempt, outcome)
+    }
+    fn get_delivery(
+        &self,
+        event_id: &str,
+    ) -> BoxFuture<'static, StoreResult<Option<DeliveryRecord>>> {
+        self.inner.get_delivery(event_id)
+    }
+    fn list_deliveries(
+        &self,
+        filter: DeliveryFilter,
+        query: ListQuery,
+    ) -> BoxFuture<'static, StoreResult<Page<DeliveryRecord>>> {
+        self.inner.list_deliveries(filter, query)
+    }
+    fn delivery_attempts(
+        &self,
+        event_id: &str,
+    ) -> BoxFuture<'static, StoreResult<Vec<AttemptRecord>>> {
+        self.inner.delivery_attempts(event_id)
+    }
+    fn requeue_deliveries(
+        &self,
+        filter: DeliveryFilter,
+        now_ms: UnixMs,
+    ) -> BoxFuture<'static, StoreResult<u64>> {
+        self.inner.requeue_deliveries(filter, now_ms)
     }
     fn stats(&self) -> StoreStats {
         self.inner.stats()

@@ -13,6 +13,8 @@
 //! - `idempotency.rs` — `Idempotency-Key`: in-progress guard, durable replay, key reuse.
 //! - `merchants.rs`   — merchant creation and the cache of their unsealed secrets.
 //! - `crypto.rs`      — the master key and sealed secrets, ids, HMAC.
+//! - `notifier/`      — merchant callbacks: the dispatcher loop (`mod.rs`), one signed attempt
+//!   (`send.rs`), the retry schedule with jitter (`schedule.rs`).
 //! - `app.rs`         — the shared state and `ask`, which talks to an order actor with a deadline.
 
 pub mod admin;
@@ -27,6 +29,7 @@ pub mod janitor;
 pub mod merchants;
 pub mod methods;
 pub mod metrics;
+pub mod notifier;
 pub mod router;
 pub mod routes;
 pub mod server;

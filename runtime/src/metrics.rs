@@ -129,8 +129,54 @@ impl RouteStats {
     }
 }
 
+/// Webhook attempts by what they did to their delivery (the notifier counts them).
+#[derive(Debug, Default)]
+pub struct WebhookCounters {
+    delivered: AtomicU64,
+    /// Failed attempts that will be retried.
+    failed: AtomicU64,
+    /// Failed attempts that spent the schedule (the delivery is dead).
+    dead: AtomicU64,
+}
+
+impl WebhookCounters {
+    pub fn count(&self, outcome: &kassa_store::AttemptOutcome) {
+        use kassa_store::AttemptOutcome;
+        let counter = match outcome {
+            AttemptOutcome::Delivered => &self.delivered,
+            AttemptOutcome::Retry { .. } => &self.failed,
+            AttemptOutcome::Dead => &self.dead,
+            AttemptOutcome::NoEndpoint => return,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String) {
+        let name = "kassa_webhook_attempts_total";
+        header(
+            out,
+            name,
+            "counter",
+            "Webhook attempts by result: delivered, failed (retried), dead (schedule spent).",
+        );
+        for (result, counter) in [
+            ("delivered", &self.delivered),
+            ("failed", &self.failed),
+            ("dead", &self.dead),
+        ] {
+            let _ = writeln!(
+                out,
+                "{name}{{result=\"{result}\"}} {}",
+                counter.load(Ordering::Relaxed)
+            );
+        }
+    }
+}
+
 /// The process's request metrics. `Send + Sync`; share it behind an `Arc` (or in `App`).
 pub struct Metrics {
+    /// Webhook attempts (the notifier's counters).
+    pub webhooks: WebhookCounters,
     /// Write-once slots, filled front to back; a scan stops at the first empty one.
     routes: [OnceLock<RouteStats>; ROUTES_MAX],
     /// Serialises claiming a slot (first request of a new route only).
@@ -158,6 +204,7 @@ impl Metrics {
             routes: std::array::from_fn(|_| OnceLock::new()),
             claim: Mutex::new(()),
             overflow: RouteStats::new(OTHER),
+            webhooks: WebhookCounters::default(),
         }
     }
 
@@ -203,6 +250,7 @@ impl Metrics {
         render_requests(&mut out, &routes);
         render_durations(&mut out, &routes);
         render_gauges(&mut out, gauges);
+        self.webhooks.render(&mut out);
         out
     }
 }

@@ -15,7 +15,7 @@ use crate::app::App;
 use crate::http::error::{ApiError, json_response};
 use crate::http::{Body, auth, body};
 use crate::idempotency::{Begin, fingerprint};
-use crate::routes::{Answer, payments, refunds};
+use crate::routes::{Answer, events, payments, refunds};
 
 enum Endpoint<'a> {
     CreatePayment,
@@ -28,6 +28,9 @@ enum Endpoint<'a> {
     UndoPayment(&'a str, kassa_actors::payment_order::UndoKind),
     CreateRefund,
     GetRefund(&'a str),
+    ListEvents,
+    GetEvent(&'a str),
+    ResendEvent(&'a str),
     CreateWallet,
     GetWallet(&'a str),
     TopUpWallet(&'a str),
@@ -76,6 +79,9 @@ fn endpoint<'a>(method: &Method, segments: &[&'a str]) -> Result<Endpoint<'a>, A
         ),
         ["refunds"] => only(Method::POST, Endpoint::CreateRefund),
         ["refunds", id] => only(Method::GET, Endpoint::GetRefund(id)),
+        ["events"] => only(Method::GET, Endpoint::ListEvents),
+        ["events", id] => only(Method::GET, Endpoint::GetEvent(id)),
+        ["events", id, "resend"] => only(Method::POST, Endpoint::ResendEvent(id)),
         ["wallets"] => only(Method::POST, Endpoint::CreateWallet),
         ["wallets", id] => only(Method::GET, Endpoint::GetWallet(id)),
         ["wallets", id, "top_ups"] => only(Method::POST, Endpoint::TopUpWallet(id)),
@@ -112,6 +118,9 @@ fn route_label(method: &Method, path: &str) -> &'static str {
             }
             Ok(Endpoint::CreateRefund) => "POST /v1/refunds",
             Ok(Endpoint::GetRefund(_)) => "GET /v1/refunds/{id}",
+            Ok(Endpoint::ListEvents) => "GET /v1/events",
+            Ok(Endpoint::GetEvent(_)) => "GET /v1/events/{id}",
+            Ok(Endpoint::ResendEvent(_)) => "POST /v1/events/{id}/resend",
             Ok(Endpoint::CreateWallet) => "POST /v1/wallets",
             Ok(Endpoint::GetWallet(_)) => "GET /v1/wallets/{id}",
             Ok(Endpoint::TopUpWallet(_)) => "POST /v1/wallets/{id}/top_ups",
@@ -287,6 +296,9 @@ async fn dispatch(
         Endpoint::UndoPayment(id, kind) => payments::undo(app, merchant, id, kind, body).await,
         Endpoint::CreateRefund => refunds::create(app, merchant, body, key).await,
         Endpoint::GetRefund(id) => refunds::retrieve(app, merchant, id).await,
+        Endpoint::ListEvents => events::list(app, merchant, query).await,
+        Endpoint::GetEvent(id) => events::retrieve(app, merchant, id).await,
+        Endpoint::ResendEvent(id) => events::resend(app, merchant, id).await,
         Endpoint::CreateWallet => crate::routes::wallets::create(app, merchant, body, key).await,
         Endpoint::GetWallet(id) => crate::routes::wallets::retrieve(app, merchant, id).await,
         Endpoint::TopUpWallet(id) => {

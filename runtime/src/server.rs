@@ -144,6 +144,7 @@ async fn start(settings: Settings, listener: Arc<TcpListener>) -> anyhow::Result
     };
 
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let notifier_due = Arc::new(tokio::sync::Notify::new());
     let channels = Arc::new(crate::channels::ports(
         &settings,
         sandbox.as_ref().map(|s| s.base_url()).as_deref(),
@@ -158,6 +159,7 @@ async fn start(settings: Settings, listener: Arc<TcpListener>) -> anyhow::Result
         idle_ms: settings.orders.order_idle_ms,
         redrive_schedule_ms: settings.orders.redrive_schedule_ms.clone(),
         redrive_attempts_max: settings.orders.redrive_attempts_max,
+        events_appended: notifier_due.clone(),
     });
     let directory = OrderDirectory::new(settings.orders.shard_count());
     let methods = crate::methods::Methods::load(store.clone(), clock.now_ms())
@@ -173,6 +175,7 @@ async fn start(settings: Settings, listener: Arc<TcpListener>) -> anyhow::Result
         store,
         directory,
         clock,
+        notifier_due,
         events: EventBus::new(),
         workers: WorkerRegistry::default(),
         io: tokio::runtime::Handle::current(),

@@ -7,9 +7,9 @@
 //! │   └── card, qr_wallet, app_wallet, bank_transfer   workers, one per enabled channel
 //! ├── orders         one_for_one (10 / 10 s)
 //! │   └── shard-N    simple_one_for_one (100 / 10 s), order actors transient
-//! ├── notifier       one_for_all (3 / 5 s)  placeholder until the notifier work
-//! │   ├── outbox     worker    permanent
-//! │   └── dispatcher worker    permanent
+//! ├── notifier       one_for_all (3 / 5 s)  merchant callbacks (`notifier/`)
+//! │   ├── outbox     worker    permanent  placeholder (order actors write the outbox rows)
+//! │   └── dispatcher worker    permanent  delivers due webhooks, bounded per endpoint
 //! ├── janitor        worker    permanent  recovery scans, idempotency purge
 //! └── http           worker    permanent  the accept loop
 //! ```
@@ -119,7 +119,7 @@ impl Handler<InjectPanic> for Worker {
 
 impl Worker {
     /// Reports `reason` to the supervisor and stops.
-    fn fail(&mut self, ctx: &mut Context<Self>, reason: String) {
+    pub(crate) fn fail(&mut self, ctx: &mut Context<Self>, reason: String) {
         self.guard.set_reason(ExitReason::Failed(reason));
         ctx.stop();
     }
@@ -143,7 +143,8 @@ fn worker_spec(
     })
 }
 
-/// Does nothing but stay up: the notifier's places until the notifier work fills them.
+/// Does nothing but stay up: the channel adapters' places, and the notifier's outbox (written by
+/// the order actors themselves in embedded mode).
 struct Idle;
 
 impl Duty for Idle {}
@@ -251,7 +252,7 @@ impl Duty for HttpFrontEnd {
 }
 
 impl Worker {
-    fn duty_mut<D: Duty>(&mut self) -> Option<&mut D> {
+    pub(crate) fn duty_mut<D: Duty>(&mut self) -> Option<&mut D> {
         let duty: &mut dyn std::any::Any = &mut *self.duty;
         duty.downcast_mut::<D>()
     }
@@ -301,6 +302,7 @@ pub fn root_spec(parts: TreeParts) -> SupervisorSpec {
     let store_app = app.clone();
     let janitor_app = app.clone();
     let http_app = app.clone();
+    let notifier_app = app.clone();
     let http_grace_ms = app.settings.http.shutdown_grace_ms;
     SupervisorSpec::new("root", Strategy::RestForOne)
         .with_intensity(ROOT_INTENSITY)
@@ -316,7 +318,9 @@ pub fn root_spec(parts: TreeParts) -> SupervisorSpec {
             SupervisorSpec::new("notifier", Strategy::OneForAll)
                 .with_intensity(NOTIFIER_INTENSITY)
                 .with_child(worker_spec("outbox", &registry, || Box::new(Idle)))
-                .with_child(worker_spec("dispatcher", &registry, || Box::new(Idle))),
+                .with_child(worker_spec("dispatcher", &registry, move || {
+                    Box::new(crate::notifier::NotifierDuty::new(notifier_app.clone()))
+                })),
         ))
         .with_child(worker_spec("janitor", &registry, move || {
             Box::new(Janitor {

@@ -8,6 +8,8 @@
 //!
 //! # Layout
 //! - `lib.rs`    — the [`Store`] trait and the record types every backend shares.
+//! - `outbox.rs` — the transactional outbox's records: merchant-facing events
+//!   ([`EventRecord`]), their webhook deliveries ([`DeliveryRecord`]) and attempts.
 //! - `wallet.rs` — the stored-value wallet's records ([`WalletRecord`], [`WalletMove`],
 //!   [`WalletMovement`], [`WalletMoveOutcome`]).
 //! - `sqlite.rs` — the embedded backend ([`SqliteStore`], [`SqliteConfig`]): one
@@ -15,7 +17,8 @@
 //!   pool of read connections (WAL). Its parts live in `sqlite/`: `schema.rs`
 //!   (connections, migrations), `writer.rs` (the writer thread and its batches),
 //!   `write_ops.rs` (each write's statements), `reader.rs` (the read pool and
-//!   every query), `wallets.rs` (the wallet statements, both sides).
+//!   every query), `wallets.rs` (the wallet statements, both sides), `outbox.rs`
+//!   (events and deliveries, both sides).
 //!
 //! # Invariants every backend keeps
 //! - `(order_id, seq)` is unique and gap-free per order: an [`Append`] whose
@@ -27,14 +30,21 @@
 //! - A write future resolves `Ok` only after its transaction is durable
 //!   (committed with `synchronous=FULL` on SQLite).
 //! - One failed write never fails the other writes that share its group commit.
+//! - An append's events and their pending deliveries are written in the append's
+//!   transaction: a failed append leaves no event, and an event id is stored once.
 //! - A wallet's balance is the sum of its movements and never negative; a move is
 //!   checked, journaled and applied in one transaction, at most once per key.
 
 use futures::future::BoxFuture;
 
+pub mod outbox;
 pub mod sqlite;
 pub mod wallet;
 
+pub use outbox::{
+    ATTEMPT_RESPONSE_BYTES_MAX, AttemptOutcome, AttemptRecord, DeliveryFilter, DeliveryRecord,
+    DeliveryStatus, EventRecord,
+};
 pub use sqlite::{SqliteConfig, SqliteStore};
 pub use wallet::{
     WALLET_MOVE_KEY_BYTES_MAX, WalletMove, WalletMoveOutcome, WalletMovement, WalletMovementKind,
@@ -95,6 +105,9 @@ pub struct Append {
     pub payment: Option<PaymentRow>,
     /// Upserted (by id) in the same transaction.
     pub refunds: Vec<RefundRow>,
+    /// Merchant-facing events this transition raises, inserted in the same transaction, each
+    /// with a pending delivery due at its `created_ms` (an existing event id is left as it is).
+    pub events: Vec<EventRecord>,
 }
 
 /// A merchant. Secrets are sealed (encrypted) by the caller before they get here.
@@ -297,6 +310,56 @@ pub trait Store: Send + Sync + 'static {
         wallet_id: &str,
         query: ListQuery,
     ) -> BoxFuture<'static, StoreResult<Page<WalletMovement>>>;
+
+    /// One event; with `merchant_id`, only if it is that merchant's.
+    fn get_event(
+        &self,
+        merchant_id: Option<&str>,
+        id: &str,
+    ) -> BoxFuture<'static, StoreResult<Option<EventRecord>>>;
+    /// A merchant's events, newest first; cursors are event ids of that merchant.
+    fn list_events(
+        &self,
+        merchant_id: &str,
+        query: ListQuery,
+    ) -> BoxFuture<'static, StoreResult<Page<EventRecord>>>;
+    /// Pending deliveries due at `now_ms` (oldest due first) with their events, at most `limit`.
+    fn due_deliveries(
+        &self,
+        now_ms: UnixMs,
+        limit: u32,
+    ) -> BoxFuture<'static, StoreResult<Vec<(DeliveryRecord, EventRecord)>>>;
+    /// The earliest `next_attempt_ms` of any pending delivery, to sleep until.
+    fn next_delivery_due(&self) -> BoxFuture<'static, StoreResult<Option<UnixMs>>>;
+    /// Records one attempt (unless the outcome is `NoEndpoint`) and moves the delivery on, in
+    /// one transaction. A delivery that is no longer pending is left as it is.
+    fn record_attempt(
+        &self,
+        attempt: AttemptRecord,
+        outcome: AttemptOutcome,
+    ) -> BoxFuture<'static, StoreResult<()>>;
+    fn get_delivery(
+        &self,
+        event_id: &str,
+    ) -> BoxFuture<'static, StoreResult<Option<DeliveryRecord>>>;
+    /// Deliveries matching `filter`, newest first; cursors are event ids.
+    fn list_deliveries(
+        &self,
+        filter: DeliveryFilter,
+        query: ListQuery,
+    ) -> BoxFuture<'static, StoreResult<Page<DeliveryRecord>>>;
+    /// Every attempt of one delivery, oldest first.
+    fn delivery_attempts(
+        &self,
+        event_id: &str,
+    ) -> BoxFuture<'static, StoreResult<Vec<AttemptRecord>>>;
+    /// Replay / resend: the matching deliveries (any status) become pending again, due at
+    /// `now_ms`, with a new round of attempts (`attempts` back to 0). Returns how many.
+    fn requeue_deliveries(
+        &self,
+        filter: DeliveryFilter,
+        now_ms: UnixMs,
+    ) -> BoxFuture<'static, StoreResult<u64>>;
 
     fn stats(&self) -> StoreStats;
     /// Stop taking writes, commit everything queued, and close. Idempotent.

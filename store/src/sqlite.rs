@@ -1,7 +1,7 @@
 //! The embedded backend: one SQLite file in WAL mode.
 //!
 //! # Writes: one thread, group commit
-//! Every write (append, merchant, idempotency, wallet) goes through a bounded queue
+//! Every write (append, merchant, idempotency, wallet, delivery attempt, requeue) goes through a bounded queue
 //! (`write_queue_max`) to one thread, `kassa-store-writer`, which owns the only
 //! read-write connection. A full queue fails the write at once with
 //! [`StoreError::Overloaded`]; an async caller never blocks on the store. The
@@ -25,6 +25,7 @@
 //! the same, blocking the dropping thread until the writer has drained the queue
 //! and closed the file (so a process can reopen it at once).
 
+mod outbox;
 mod reader;
 mod schema;
 mod wallets;
@@ -43,8 +44,9 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::oneshot;
 
 use crate::{
-    Append, AppendError, IdempotencyRecord, JournalEntry, ListQuery, MerchantRecord, MethodRecord,
-    Page, PaymentRow, RefundRow, Store, StoreError, StoreResult, StoreStats, UnixMs,
+    ATTEMPT_RESPONSE_BYTES_MAX, Append, AppendError, AttemptOutcome, AttemptRecord, DeliveryFilter,
+    DeliveryRecord, EventRecord, IdempotencyRecord, JournalEntry, ListQuery, MerchantRecord,
+    MethodRecord, Page, PaymentRow, RefundRow, Store, StoreError, StoreResult, StoreStats, UnixMs,
     WALLET_MOVE_KEY_BYTES_MAX, WalletMove, WalletMoveOutcome, WalletMovement, WalletRecord,
 };
 use writer::{Counters, WriteRequest, Writer};
@@ -328,6 +330,33 @@ fn check_wallet_key(key: &str) -> StoreResult<()> {
     Ok(())
 }
 
+/// An attempt is numbered from 1; its excerpt is cut to [`ATTEMPT_RESPONSE_BYTES_MAX`] bytes
+/// (on a char boundary) if the caller did not.
+fn check_attempt(attempt: &mut AttemptRecord) -> StoreResult<()> {
+    if attempt.attempt == 0 {
+        return Err(StoreError::Corrupt(format!(
+            "event {}: delivery attempts are numbered from 1",
+            attempt.event_id
+        )));
+    }
+    cut_to_char_boundary(&mut attempt.response_excerpt, ATTEMPT_RESPONSE_BYTES_MAX);
+    Ok(())
+}
+
+/// Shortens `text` to at most `bytes_max` bytes without splitting a character.
+fn cut_to_char_boundary(text: &mut String, bytes_max: usize) {
+    if text.len() <= bytes_max {
+        return;
+    }
+    // Index 0 is a char boundary, so the search always ends.
+    let end = (0..=bytes_max)
+        .rev()
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(0);
+    text.truncate(end);
+    debug_assert!(text.len() <= bytes_max);
+}
+
 /// A SQLite failure with what was being done. rusqlite's messages name
 /// constraints and columns, never values, so no row body leaks through here.
 fn backend(context: impl std::fmt::Display, error: rusqlite::Error) -> StoreError {
@@ -494,6 +523,87 @@ impl Store for SqliteStore {
     ) -> BoxFuture<'static, StoreResult<Page<WalletMovement>>> {
         let wallet_id = wallet_id.to_owned();
         self.read(move |conn| wallets::list_wallet_movements(conn, &wallet_id, &query))
+    }
+
+    fn get_event(
+        &self,
+        merchant_id: Option<&str>,
+        id: &str,
+    ) -> BoxFuture<'static, StoreResult<Option<EventRecord>>> {
+        let (merchant_id, id) = (merchant_id.map(str::to_owned), id.to_owned());
+        self.read(move |conn| outbox::get_event(conn, merchant_id.as_deref(), &id))
+    }
+
+    fn list_events(
+        &self,
+        merchant_id: &str,
+        query: ListQuery,
+    ) -> BoxFuture<'static, StoreResult<Page<EventRecord>>> {
+        let merchant_id = merchant_id.to_owned();
+        self.read(move |conn| outbox::list_events(conn, &merchant_id, &query))
+    }
+
+    fn due_deliveries(
+        &self,
+        now_ms: UnixMs,
+        limit: u32,
+    ) -> BoxFuture<'static, StoreResult<Vec<(DeliveryRecord, EventRecord)>>> {
+        self.read(move |conn| outbox::due_deliveries(conn, now_ms, limit))
+    }
+
+    fn next_delivery_due(&self) -> BoxFuture<'static, StoreResult<Option<UnixMs>>> {
+        self.read(outbox::next_delivery_due)
+    }
+
+    fn record_attempt(
+        &self,
+        mut attempt: AttemptRecord,
+        outcome: AttemptOutcome,
+    ) -> BoxFuture<'static, StoreResult<()>> {
+        if let Err(e) = check_attempt(&mut attempt) {
+            return ready(Err(e)).boxed();
+        }
+        self.write(|reply| WriteRequest::RecordAttempt {
+            attempt,
+            outcome,
+            reply,
+        })
+    }
+
+    fn get_delivery(
+        &self,
+        event_id: &str,
+    ) -> BoxFuture<'static, StoreResult<Option<DeliveryRecord>>> {
+        let event_id = event_id.to_owned();
+        self.read(move |conn| outbox::get_delivery(conn, &event_id))
+    }
+
+    fn list_deliveries(
+        &self,
+        filter: DeliveryFilter,
+        query: ListQuery,
+    ) -> BoxFuture<'static, StoreResult<Page<DeliveryRecord>>> {
+        self.read(move |conn| outbox::list_deliveries(conn, &filter, &query))
+    }
+
+    fn delivery_attempts(
+        &self,
+        event_id: &str,
+    ) -> BoxFuture<'static, StoreResult<Vec<AttemptRecord>>> {
+        let event_id = event_id.to_owned();
+        self.read(move |conn| outbox::delivery_attempts(conn, &event_id))
+    }
+
+    fn requeue_deliveries(
+        &self,
+        filter: DeliveryFilter,
+        now_ms: UnixMs,
+    ) -> BoxFuture<'static, StoreResult<u64>> {
+        self.write(|reply| WriteRequest::RequeueDeliveries {
+            filter,
+            now_ms,
+            reply,
+        })
     }
 
     fn stats(&self) -> StoreStats {

@@ -64,6 +64,7 @@ fn create(order_id: &str, merchant_order_id: &str, created_ms: i64) -> Append {
             created_ms,
         )),
         refunds: Vec::new(),
+        events: vec![],
     }
 }
 
@@ -158,6 +159,7 @@ async fn append_then_load_round_trips() {
         entries: vec![entry(3)],
         payment: Some(payment("pay_1", "order-1", "succeeded", 100)),
         refunds: vec![refund.clone()],
+        events: vec![],
     };
     store.append(second).await.unwrap();
 
@@ -349,6 +351,7 @@ async fn group_commit_batches_concurrent_appends() {
                         entries: vec![entry(seq)],
                         payment: None,
                         refunds: Vec::new(),
+                        events: vec![],
                     };
                     store.append(append).await.unwrap();
                 }

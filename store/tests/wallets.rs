@@ -511,7 +511,7 @@ async fn balances_survive_close_and_reopen() {
     assert_journal_explains_balance(&store, "wal_1").await;
 }
 
-/// A file the previous build wrote (schema 2: no wallet tables) is migrated in place: its data
+/// A file the build before wallets wrote (schema 2: no wallet or outbox tables) is migrated in place: its data
 /// stays, and wallets work.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_from_before_wallets_is_migrated_in_place() {
@@ -540,6 +540,7 @@ async fn a_file_from_before_wallets_is_migrated_in_place() {
             entries: vec![entry.clone()],
             payment: Some(payment.clone()),
             refunds: Vec::new(),
+            events: vec![],
         })
         .await
         .unwrap();
@@ -550,6 +551,7 @@ async fn a_file_from_before_wallets_is_migrated_in_place() {
     let conn = rusqlite::Connection::open(&path).unwrap();
     conn.execute_batch(&format!(
         "DROP TABLE wallet_movements; DROP TABLE wallets; DROP TABLE wallet_closed_keys;
+         DROP TABLE delivery_attempts; DROP TABLE deliveries; DROP TABLE events;
          PRAGMA user_version = {SCHEMA_VERSION_BEFORE_WALLETS};"
     ))
     .unwrap();

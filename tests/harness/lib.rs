@@ -16,6 +16,8 @@
 //!   (W3C WebDriver over HTTP), for the dashboard test; skips without the tools unless `CI=true`.
 //! - [`poll`]: [`poll_until`], waiting for a condition with a deadline (tests never sleep a fixed
 //!   time in place of a condition).
+//! - [`webhooks`]: [`webhooks::WebhookReceiver`], a merchant's webhook endpoint whose answers the
+//!   test scripts (a status, or hanging), recording every request.
 //!
 //! # The server's side of the contract
 //!
@@ -30,6 +32,7 @@ pub mod cli;
 pub mod poll;
 pub mod process;
 pub mod raw;
+pub mod webhooks;
 
 pub use api::*;
 pub use binary::kassa_bin;

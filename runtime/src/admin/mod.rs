@@ -1,5 +1,5 @@
 //! Operators' routes (docs/ADMIN.md): the supervision tree, actors, channels, events, faults,
-//! plus the unauthenticated `/readyz` and `/metrics`.
+//! webhook notifications (`notifications.rs`), plus the unauthenticated `/readyz` and `/metrics`.
 
 use std::sync::Arc;
 
@@ -27,6 +27,12 @@ pub fn route_label(method: &Method, rest: &[&str]) -> &'static str {
         (&Method::POST, ["faults"]) => "POST /admin/faults",
         (&Method::GET, ["methods"]) => "GET /admin/methods",
         (&Method::PUT, ["methods", _, _]) => "PUT /admin/methods/{method}/{currency}",
+        (&Method::GET, ["notifications"]) => "GET /admin/notifications",
+        (&Method::POST, ["notifications", "replay"]) => "POST /admin/notifications/replay",
+        (&Method::GET, ["notifications", _]) => "GET /admin/notifications/{event_id}",
+        (&Method::POST, ["notifications", _, "replay"]) => {
+            "POST /admin/notifications/{event_id}/replay"
+        }
         _ => "unmatched",
     }
 }
@@ -90,6 +96,10 @@ pub async fn route(
             Method::GET => Ok(channels(app)),
             _ => Err(method_not_allowed("GET")),
         },
+        ["notifications", rest @ ..] => {
+            let body = body::read_limited(incoming, declared_len, limit);
+            crate::admin::notifications::route(app, method, rest, query, body).await
+        }
         ["faults"] => {
             if !app.settings.admin.faults_enabled {
                 return Err(route_not_found());
@@ -306,6 +316,7 @@ pub async fn metrics(app: &App) -> Response<Body> {
 }
 
 pub mod dashboard;
+pub mod notifications;
 pub mod supervision;
 
 fn method_json(record: &kassa_store::MethodRecord) -> serde_json::Value {

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod callbacks;
+pub mod events;
 pub mod payments;
 pub mod refunds;
 pub mod wallets;

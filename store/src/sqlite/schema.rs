@@ -13,10 +13,11 @@ use super::backend;
 use crate::{StoreError, StoreResult};
 
 /// The schema version this code writes and reads.
-pub(super) const SCHEMA_VERSION: i64 = 3;
+pub(super) const SCHEMA_VERSION: i64 = 4;
 
-/// Prepared statements kept per connection; the backend uses fewer than this.
-const STATEMENT_CACHE_CAPACITY: usize = 32;
+/// Prepared statements kept per connection; the backend uses fewer than this (the outbox's
+/// list queries build their WHERE clause from the filter, a few dozen shapes at most).
+const STATEMENT_CACHE_CAPACITY: usize = 96;
 
 /// Version 0 → 1: the journal, the projections, merchants and idempotency records.
 const MIGRATION_1: &str = "
@@ -123,8 +124,54 @@ CREATE TABLE wallet_closed_keys (
 ) WITHOUT ROWID;
 ";
 
+/// Version 3 → 4: the transactional outbox — merchant-facing events, one delivery per event,
+/// and the log of delivery attempts.
+///
+/// An event and its pending delivery are inserted by the same append as the transition they
+/// report. `deliveries_due` serves the notifier's scan (pending, oldest due first); the
+/// `*_newest` indexes serve the newest-first cursor lists.
+const MIGRATION_4: &str = "
+CREATE TABLE events (
+    id          TEXT PRIMARY KEY NOT NULL,
+    merchant_id TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    object_id   TEXT NOT NULL,
+    created_ms  INTEGER NOT NULL,
+    body        TEXT NOT NULL
+);
+CREATE INDEX events_by_merchant_newest ON events (merchant_id, created_ms, id);
+
+CREATE TABLE deliveries (
+    event_id         TEXT PRIMARY KEY NOT NULL REFERENCES events (id),
+    merchant_id      TEXT NOT NULL,
+    event_kind       TEXT NOT NULL,
+    status           TEXT NOT NULL
+                     CHECK (status IN ('pending', 'delivered', 'dead', 'no_endpoint')),
+    attempts         INTEGER NOT NULL CHECK (attempts >= 0),
+    next_attempt_ms  INTEGER NOT NULL,
+    created_ms       INTEGER NOT NULL,
+    updated_ms       INTEGER NOT NULL,
+    last_http_status INTEGER,
+    last_error       TEXT
+);
+CREATE INDEX deliveries_due ON deliveries (status, next_attempt_ms);
+CREATE INDEX deliveries_newest ON deliveries (created_ms, event_id);
+CREATE INDEX deliveries_by_merchant_newest ON deliveries (merchant_id, created_ms, event_id);
+
+CREATE TABLE delivery_attempts (
+    event_id         TEXT NOT NULL REFERENCES deliveries (event_id),
+    attempt          INTEGER NOT NULL CHECK (attempt >= 1),
+    at_ms            INTEGER NOT NULL,
+    http_status      INTEGER,
+    latency_ms       INTEGER NOT NULL CHECK (latency_ms >= 0),
+    error            TEXT,
+    response_excerpt TEXT NOT NULL,
+    PRIMARY KEY (event_id, attempt)
+);
+";
+
 /// Migrations in order: `MIGRATIONS[n]` moves the schema from version `n` to `n + 1`.
-const MIGRATIONS: [&str; 3] = [MIGRATION_1, MIGRATION_2, MIGRATION_3];
+const MIGRATIONS: [&str; 4] = [MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4];
 
 /// Opens the one read-write connection: WAL, `synchronous=FULL`, foreign keys,
 /// and the schema brought up to [`SCHEMA_VERSION`].

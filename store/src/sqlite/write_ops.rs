@@ -6,13 +6,14 @@
 
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 
-use super::{backend, i64_from_seq, reader};
+use super::{backend, i64_from_seq, outbox, reader};
 use crate::{
     Append, AppendError, IdempotencyRecord, MerchantRecord, MethodRecord, PaymentRow, RefundRow,
     StoreError, StoreResult, UnixMs,
 };
 
-/// Checks `expected_seq`, inserts the entries, upserts the projections.
+/// Checks `expected_seq`, inserts the entries, upserts the projections, and inserts the
+/// events with their pending deliveries (the outbox), all in the caller's savepoint.
 pub(super) fn append(conn: &Connection, append: &Append) -> Result<(), AppendError> {
     let order_id = append.order_id.as_str();
     let current_seq = reader::last_seq(conn, order_id)?;
@@ -42,6 +43,7 @@ pub(super) fn append(conn: &Connection, append: &Append) -> Result<(), AppendErr
     for refund in &append.refunds {
         upsert_refund(conn, refund)?;
     }
+    outbox::insert_events(conn, &append.events)?;
     Ok(())
 }
 

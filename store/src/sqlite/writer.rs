@@ -18,10 +18,11 @@ use std::sync::mpsc::Receiver;
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
-use super::{backend, wallets, write_ops};
+use super::{backend, outbox, wallets, write_ops};
 use crate::{
-    Append, AppendError, IdempotencyRecord, MerchantRecord, MethodRecord, StoreError, StoreResult,
-    StoreStats, UnixMs, WalletMove, WalletMoveOutcome, WalletMovement, WalletRecord,
+    Append, AppendError, AttemptOutcome, AttemptRecord, DeliveryFilter, IdempotencyRecord,
+    MerchantRecord, MethodRecord, StoreError, StoreResult, StoreStats, UnixMs, WalletMove,
+    WalletMoveOutcome, WalletMovement, WalletRecord,
 };
 
 /// One write, with the channel its answer goes back on.
@@ -60,6 +61,16 @@ pub(super) enum WriteRequest {
         key: String,
         reply: oneshot::Sender<StoreResult<Option<WalletMovement>>>,
     },
+    RecordAttempt {
+        attempt: AttemptRecord,
+        outcome: AttemptOutcome,
+        reply: oneshot::Sender<StoreResult<()>>,
+    },
+    RequeueDeliveries {
+        filter: DeliveryFilter,
+        now_ms: UnixMs,
+        reply: oneshot::Sender<StoreResult<u64>>,
+    },
 }
 
 impl WriteRequest {
@@ -86,7 +97,7 @@ impl WriteRequest {
                 before_ms,
                 rows_max,
                 reply,
-            } => Applied::PurgeIdempotency(Pending {
+            } => Applied::Count(Pending {
                 result: write_ops::purge_idempotency(conn, before_ms, rows_max),
                 reply,
             }),
@@ -102,6 +113,22 @@ impl WriteRequest {
                 result: wallets::close_wallet_key(conn, &key),
                 reply,
             }),
+            Self::RecordAttempt {
+                attempt,
+                outcome,
+                reply,
+            } => Applied::Unit(Pending {
+                result: outbox::record_attempt(conn, &attempt, &outcome),
+                reply,
+            }),
+            Self::RequeueDeliveries {
+                filter,
+                now_ms,
+                reply,
+            } => Applied::Count(Pending {
+                result: outbox::requeue_deliveries(conn, &filter, now_ms),
+                reply,
+            }),
         }
     }
 
@@ -115,7 +142,8 @@ impl WriteRequest {
             }),
             Self::PutMerchant { reply, .. }
             | Self::PutMethod { reply, .. }
-            | Self::CreateWallet { reply, .. } => Applied::Unit(Pending {
+            | Self::CreateWallet { reply, .. }
+            | Self::RecordAttempt { reply, .. } => Applied::Unit(Pending {
                 result: Err(error()),
                 reply,
             }),
@@ -123,10 +151,12 @@ impl WriteRequest {
                 result: Err(error()),
                 reply,
             }),
-            Self::PurgeIdempotency { reply, .. } => Applied::PurgeIdempotency(Pending {
-                result: Err(error()),
-                reply,
-            }),
+            Self::PurgeIdempotency { reply, .. } | Self::RequeueDeliveries { reply, .. } => {
+                Applied::Count(Pending {
+                    result: Err(error()),
+                    reply,
+                })
+            }
             Self::MoveWallet { reply, .. } => Applied::MoveWallet(Pending {
                 result: Err(error()),
                 reply,
@@ -142,10 +172,11 @@ impl WriteRequest {
 /// A request that has run inside the open transaction, waiting for the COMMIT.
 enum Applied {
     Append(Pending<(), AppendError>),
-    /// A write that answers `()` (merchants, methods, new wallets).
+    /// A write that answers `()` (merchants, methods, new wallets, delivery attempts).
     Unit(Pending<(), StoreError>),
     PutIdempotency(Pending<IdempotencyRecord, StoreError>),
-    PurgeIdempotency(Pending<u64, StoreError>),
+    /// A write that answers a row count (purges, requeues).
+    Count(Pending<u64, StoreError>),
     MoveWallet(Pending<WalletMoveOutcome, StoreError>),
     CloseWalletKey(Pending<Option<WalletMovement>, StoreError>),
 }
@@ -156,7 +187,7 @@ impl Applied {
             Self::Append(p) => p.result.is_ok(),
             Self::Unit(p) => p.result.is_ok(),
             Self::PutIdempotency(p) => p.result.is_ok(),
-            Self::PurgeIdempotency(p) => p.result.is_ok(),
+            Self::Count(p) => p.result.is_ok(),
             Self::MoveWallet(p) => p.result.is_ok(),
             Self::CloseWalletKey(p) => p.result.is_ok(),
         }
@@ -169,7 +200,7 @@ impl Applied {
             Self::Append(p) => p.settle(batch),
             Self::Unit(p) => p.settle(batch),
             Self::PutIdempotency(p) => p.settle(batch),
-            Self::PurgeIdempotency(p) => p.settle(batch),
+            Self::Count(p) => p.settle(batch),
             Self::MoveWallet(p) => p.settle(batch),
             Self::CloseWalletKey(p) => p.settle(batch),
         }

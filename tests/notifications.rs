@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use harness::webhooks::{Received, Reply, WebhookReceiver, always, fail_first};
+use harness::webhooks::{Received, Reply, Script, WebhookReceiver, always, fail_first};
 use harness::*;
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
@@ -157,19 +157,88 @@ async fn admin_json(kassa: &Kassa, method: &str, path: &str, body: Option<Value>
     (response.status, json)
 }
 
+/// The operator's view of one delivery (`GET /admin/notifications/{id}`).
+async fn notification(kassa: &Kassa, event_id: &str) -> (u16, Value) {
+    let path = format!("/admin/notifications/{event_id}");
+    admin_json(kassa, "GET", &path, None).await
+}
+
+/// Waits until the operator's view says every delivery in `ids` is `delivered`.
+async fn wait_operator_sees_delivered(kassa: &Kassa, ids: &[String], what: &str) {
+    for id in ids {
+        poll_until(what, DELIVERY_WAIT, || async {
+            let (_, detail) = notification(kassa, id).await;
+            if detail["status"] == "delivered" {
+                Ok(())
+            } else {
+                Err(detail.to_string())
+            }
+        })
+        .await;
+    }
+}
+
+/// An operator's replay (`POST` to `path`), which must be accepted and requeue `requeued`.
+async fn assert_replayed(kassa: &Kassa, path: &str, filter: Option<Value>, requeued: usize) {
+    let (status, body) = admin_json(kassa, "POST", path, filter).await;
+    assert_eq!(
+        (status, body["requeued"].clone()),
+        (200, json!(requeued)),
+        "{body}"
+    );
+}
+
+/// The real binary (with [`options`]) and one merchant whose endpoint is a receiver answering
+/// as `script` says.
+struct OneMerchant {
+    merchant: MerchantClient,
+    credentials: MerchantCredentials,
+    kassa: Kassa,
+    receiver: WebhookReceiver,
+}
+
+impl OneMerchant {
+    async fn start(name: &str, script: Script) -> OneMerchant {
+        let receiver = WebhookReceiver::start(script).await;
+        let kassa = Kassa::start(options()).await;
+        let (merchant, credentials) = merchant_with_endpoint(&kassa, name, &receiver).await;
+        OneMerchant {
+            merchant,
+            credentials,
+            kassa,
+            receiver,
+        }
+    }
+
+    fn webhook_secret(&self) -> &str {
+        &self.credentials.webhook_secret
+    }
+
+    /// Makes `count` successful charges; returns the ids of the (at least `count`) events.
+    async fn charges_with_events(&self, count: usize) -> Vec<String> {
+        charges(&self.merchant, count).await;
+        event_ids(&self.merchant, count).await
+    }
+
+    /// Asserts every request the receiver got so far is a validly signed callback.
+    fn assert_all_signed(&self) {
+        for received in self.receiver.received() {
+            assert_signed_callback(&received, self.webhook_secret());
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_recovering_receiver_gets_every_event_once_after_dedupe_on_schedule() {
     // Down (503) for the first two deliveries of every event, then up.
-    let receiver = WebhookReceiver::start(fail_first(2)).await;
-    let kassa = Kassa::start(options()).await;
-    let (merchant, credentials) = merchant_with_endpoint(&kassa, "Recovering Ltd", &receiver).await;
-    charges(&merchant, 3).await;
-    let ids = event_ids(&merchant, 3).await;
-    wait_all_delivered(&receiver, &ids, DELIVERY_WAIT).await;
+    let one = OneMerchant::start("Recovering Ltd", fail_first(2)).await;
+    let (kassa, receiver) = (&one.kassa, &one.receiver);
+    let ids = one.charges_with_events(3).await;
+    wait_all_delivered(receiver, &ids, DELIVERY_WAIT).await;
 
     let mut deduped = std::collections::BTreeSet::new();
     for received in receiver.received() {
-        assert_signed_callback(&received, &credentials.webhook_secret);
+        assert_signed_callback(&received, one.webhook_secret());
         if matches!(received.reply, Reply::Status(200)) {
             assert!(
                 deduped.insert(received.event_id.clone()),
@@ -193,8 +262,7 @@ async fn a_recovering_receiver_gets_every_event_once_after_dedupe_on_schedule() 
             );
         }
         // The operator's view: delivered, with every attempt.
-        let (status, detail) =
-            admin_json(&kassa, "GET", &format!("/admin/notifications/{id}"), None).await;
+        let (status, detail) = notification(kassa, id).await;
         assert_eq!(status, 200, "{detail}");
         assert_eq!(detail["status"], "delivered", "{detail}");
         let statuses: Vec<Value> = detail["attempts"]
@@ -210,19 +278,14 @@ async fn a_recovering_receiver_gets_every_event_once_after_dedupe_on_schedule() 
 
 #[tokio::test]
 async fn a_receiver_that_never_succeeds_ends_dead_and_a_replay_delivers() {
-    let receiver = WebhookReceiver::start(always(Reply::Status(500))).await;
-    let kassa = Kassa::start(options()).await;
-    let (merchant, credentials) =
-        merchant_with_endpoint(&kassa, "Dead Letters Ltd", &receiver).await;
-    charges(&merchant, 2).await;
-    let ids = event_ids(&merchant, 2).await;
+    let one = OneMerchant::start("Dead Letters Ltd", always(Reply::Status(500))).await;
+    let (kassa, receiver) = (&one.kassa, &one.receiver);
+    let ids = one.charges_with_events(2).await;
 
-    let path = format!(
-        "/admin/notifications?status=dead&merchant={}",
-        credentials.id
-    );
+    let merchant_id = &one.credentials.id;
+    let path = format!("/admin/notifications?status=dead&merchant={merchant_id}");
     let dead = poll_until("the deliveries to be dead", DELIVERY_WAIT, || async {
-        let (status, body) = admin_json(&kassa, "GET", &path, None).await;
+        let (status, body) = admin_json(kassa, "GET", &path, None).await;
         let (data, _) = assert_list(&body);
         if status == 200 && data.len() == ids.len() {
             Ok(data)
@@ -244,66 +307,24 @@ async fn a_receiver_that_never_succeeds_ends_dead_and_a_replay_delivers() {
     }
 
     // An empty filter is refused; the merchant's dead letters are replayed once it recovers.
-    let (status, body) = admin_json(
-        &kassa,
-        "POST",
-        "/admin/notifications/replay",
-        Some(json!({})),
-    )
-    .await;
+    let replay = "/admin/notifications/replay";
+    let (status, body) = admin_json(kassa, "POST", replay, Some(json!({}))).await;
     assert_eq!(status, 422, "{body}");
     receiver.set_script(always(Reply::Status(200)));
-    let filter = json!({"status": "dead", "merchant": credentials.id});
-    let (status, body) =
-        admin_json(&kassa, "POST", "/admin/notifications/replay", Some(filter)).await;
-    assert_eq!(
-        (status, body["requeued"].clone()),
-        (200, json!(ids.len())),
-        "{body}"
-    );
-    wait_all_delivered(&receiver, &ids, DELIVERY_WAIT).await;
-    for id in &ids {
-        poll_until(
-            "the replayed delivery to be delivered",
-            DELIVERY_WAIT,
-            || async {
-                let (_, detail) =
-                    admin_json(&kassa, "GET", &format!("/admin/notifications/{id}"), None).await;
-                if detail["status"] == "delivered" {
-                    Ok(())
-                } else {
-                    Err(detail.to_string())
-                }
-            },
-        )
-        .await;
-    }
+    let filter = json!({"status": "dead", "merchant": merchant_id});
+    assert_replayed(kassa, replay, Some(filter), ids.len()).await;
+    wait_all_delivered(receiver, &ids, DELIVERY_WAIT).await;
+    wait_operator_sees_delivered(kassa, &ids, "the replayed delivery to be delivered").await;
 
     // One delivery replayed by id is sent once more.
-    let before = receiver.received_for(&ids[0]).len();
-    let (status, body) = admin_json(
-        &kassa,
-        "POST",
-        &format!("/admin/notifications/{}/replay", ids[0]),
-        None,
-    )
-    .await;
-    assert_eq!(
-        (status, body["requeued"].clone()),
-        (200, json!(1)),
-        "{body}"
-    );
-    poll_until("the single replay", DELIVERY_WAIT, || async {
-        let now = receiver.received_for(&ids[0]).len();
-        if now > before {
-            Ok(())
-        } else {
-            Err(format!("{now} requests"))
-        }
-    })
-    .await;
-    let (status, _) =
-        admin_json(&kassa, "POST", "/admin/notifications/evt_nope/replay", None).await;
+    let first = &ids[0];
+    let before = receiver.received_for(first).len();
+    let replay_one = format!("/admin/notifications/{first}/replay");
+    assert_replayed(kassa, &replay_one, None, 1).await;
+    receiver
+        .wait_received_for("the single replay", first, before + 1, DELIVERY_WAIT)
+        .await;
+    let (status, _) = admin_json(kassa, "POST", "/admin/notifications/evt_nope/replay", None).await;
     assert_eq!(status, 404);
 }
 
@@ -326,19 +347,9 @@ async fn a_hanging_endpoint_does_not_delay_another_merchants_callbacks() {
     let (fine, _) = merchant_with_endpoint(&kassa, "Healthy Ltd", &healthy).await;
     charges(&stuck, STUCK_EVENTS).await;
     // The hanging endpoint holds its slots (endpoint_inflight_max = 4) and has more waiting.
-    poll_until(
-        "the hanging endpoint to be saturated",
-        DELIVERY_WAIT,
-        || async {
-            let n = hanging.received().len();
-            if n >= 4 {
-                Ok(())
-            } else {
-                Err(format!("{n} requests"))
-            }
-        },
-    )
-    .await;
+    hanging
+        .wait_received("the hanging endpoint to be saturated", 4, DELIVERY_WAIT)
+        .await;
 
     for _ in 0..3 {
         let started = tokio::time::Instant::now();
@@ -369,19 +380,17 @@ async fn a_hanging_endpoint_does_not_delay_another_merchants_callbacks() {
 
 #[tokio::test]
 async fn the_signature_verifies_with_stripes_algorithm_and_nothing_else() {
-    let receiver = WebhookReceiver::start(always(Reply::Status(200))).await;
-    let kassa = Kassa::start(options()).await;
-    let (merchant, credentials) =
-        merchant_with_endpoint(&kassa, "Stripe Compatible", &receiver).await;
-    let payment = charges(&merchant, 1).await.remove(0);
-    let ids = event_ids(&merchant, 1).await;
-    wait_all_delivered(&receiver, &ids, DELIVERY_WAIT).await;
+    let one = OneMerchant::start("Stripe Compatible", always(Reply::Status(200))).await;
+    let (merchant, receiver, secret) = (&one.merchant, &one.receiver, one.webhook_secret());
+    let payment = charges(merchant, 1).await.remove(0);
+    let ids = event_ids(merchant, 1).await;
+    wait_all_delivered(receiver, &ids, DELIVERY_WAIT).await;
     let received = receiver.received_for(&ids[0]).remove(0);
-    let event = assert_signed_callback(&received, &credentials.webhook_secret);
+    let event = assert_signed_callback(&received, secret);
     assert_eq!(event["type"], "payment.succeeded");
     assert_eq!(event["data"]["object"]["id"], payment.as_str());
     // The body is byte for byte the event of `GET /v1/events/{id}`.
-    let stored = get_ok(&merchant, &format!("/v1/events/{}", ids[0])).await;
+    let stored = get_ok(merchant, &format!("/v1/events/{}", ids[0])).await;
     assert_eq!(
         serde_json::from_slice::<Value>(&received.body).unwrap(),
         stored
@@ -394,67 +403,36 @@ async fn the_signature_verifies_with_stripes_algorithm_and_nothing_else() {
     );
     let mut tampered = received.body.to_vec();
     tampered.extend_from_slice(b" ");
-    assert!(stripe_construct_event(&tampered, &header, &credentials.webhook_secret).is_err());
+    assert!(stripe_construct_event(&tampered, &header, secret).is_err());
     assert!(stripe_construct_event(&received.body, &header, "whsec_other").is_err());
     // Kassa's own verifier (the example receiver's) agrees.
-    kassa_client::verify_webhook(
-        &credentials.webhook_secret,
-        &header,
-        &received.body,
-        unix_now(),
-        300,
-    )
-    .expect("kassa_client::verify_webhook");
+    kassa_client::verify_webhook(secret, &header, &received.body, unix_now(), 300)
+        .expect("kassa_client::verify_webhook");
     // A correctly signed but stale delivery (older than the 300 s tolerance) is refused.
     let old = unix_now() - 301;
-    let stale = kassa_client::webhook_signature(&credentials.webhook_secret, old, &received.body);
-    let refused = stripe_construct_event(&received.body, &stale, &credentials.webhook_secret);
+    let stale = kassa_client::webhook_signature(secret, old, &received.body);
+    let refused = stripe_construct_event(&received.body, &stale, secret);
     assert!(refused.unwrap_err().contains("tolerance"));
 }
 
 #[tokio::test]
 async fn a_sigkill_mid_delivery_loses_no_event() {
     // Every first delivery fails, so deliveries are pending (and some in flight) at the kill.
-    let receiver = WebhookReceiver::start(fail_first(1)).await;
-    let mut kassa = Kassa::start(options()).await;
-    let (merchant, credentials) = merchant_with_endpoint(&kassa, "Crash Ltd", &receiver).await;
-    charges(&merchant, 8).await;
-    let ids = event_ids(&merchant, 8).await;
-    poll_until("first attempts to start", DELIVERY_WAIT, || async {
-        let n = receiver.received().len();
-        if n >= 1 {
-            Ok(())
-        } else {
-            Err(format!("{n} requests"))
-        }
-    })
-    .await;
-    kassa.kill9();
-    kassa.restart().await;
-    wait_all_delivered(&receiver, &ids, DELIVERY_WAIT).await;
-    for received in receiver.received() {
-        assert_signed_callback(&received, &credentials.webhook_secret);
-    }
-    let merchant = kassa.merchant(&credentials);
+    let mut one = OneMerchant::start("Crash Ltd", fail_first(1)).await;
+    let ids = one.charges_with_events(8).await;
+    one.receiver
+        .wait_received("first attempts to start", 1, DELIVERY_WAIT)
+        .await;
+    one.kassa.kill9();
+    one.kassa.restart().await;
+    wait_all_delivered(&one.receiver, &ids, DELIVERY_WAIT).await;
+    one.assert_all_signed();
+    let merchant = one.kassa.merchant(&one.credentials);
     assert_eq!(
         event_ids(&merchant, 8).await.len(),
         ids.len(),
         "no event lost or added"
     );
-    for id in &ids {
-        poll_until(
-            "the delivery to be delivered after the restart",
-            DELIVERY_WAIT,
-            || async {
-                let (_, detail) =
-                    admin_json(&kassa, "GET", &format!("/admin/notifications/{id}"), None).await;
-                if detail["status"] == "delivered" {
-                    Ok(())
-                } else {
-                    Err(detail.to_string())
-                }
-            },
-        )
-        .await;
-    }
+    let what = "the delivery to be delivered after the restart";
+    wait_operator_sees_delivered(&one.kassa, &ids, what).await;
 }

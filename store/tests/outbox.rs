@@ -3,11 +3,13 @@
 //! fails), attempts move a delivery on, requeues put it back, the lists page newest first,
 //! and a file from the previous schema is migrated in place.
 
+use std::path::Path;
+
 use kassa_store::sqlite::{SqliteConfig, SqliteStore};
 use kassa_store::{
     ATTEMPT_RESPONSE_BYTES_MAX, Append, AppendError, AttemptOutcome, AttemptRecord, DeliveryFilter,
     DeliveryRecord, DeliveryStatus, EventRecord, JournalEntry, ListQuery, PaymentRow, Store,
-    StoreError,
+    StoreError, UnixMs,
 };
 use tempfile::TempDir;
 
@@ -15,6 +17,8 @@ const MERCHANT: &str = "mch_1";
 const OTHER_MERCHANT: &str = "mch_2";
 /// The schema version before the outbox existed.
 const SCHEMA_VERSION_BEFORE_OUTBOX: i64 = 3;
+
+// --- Set-up -------------------------------------------------------------------------------
 
 fn config(dir: &TempDir) -> SqliteConfig {
     let mut config = SqliteConfig::new(dir.path().join("kassa.db"));
@@ -24,6 +28,19 @@ fn config(dir: &TempDir) -> SqliteConfig {
 
 fn open(dir: &TempDir) -> SqliteStore {
     SqliteStore::open(config(dir)).expect("open store")
+}
+
+/// A store on a new file; the directory must outlive the store.
+fn fresh() -> (TempDir, SqliteStore) {
+    let dir = TempDir::new().expect("temp dir");
+    let store = open(&dir);
+    (dir, store)
+}
+
+/// Shuts `store` down cleanly, so that its file can be opened again.
+async fn close(store: SqliteStore) {
+    store.shutdown().await.expect("shutdown");
+    drop(store);
 }
 
 fn entry(seq: u64) -> JournalEntry {
@@ -75,13 +92,33 @@ fn append(
     }
 }
 
-/// A new order of `MERCHANT` whose first append raises one event, created at `created_ms`.
+/// Writes `append`, which must succeed.
+async fn commit(store: &SqliteStore, append: Append) {
+    store.append(append).await.expect("append");
+}
+
+/// A new order of `merchant_id` whose first append raises one event, created at `created_ms`.
+async fn order_with_event_of(
+    store: &SqliteStore,
+    merchant_id: &str,
+    order_id: &str,
+    event_id: &str,
+    created_ms: i64,
+) {
+    let raised = event(event_id, merchant_id, order_id, created_ms);
+    commit(store, append(order_id, merchant_id, 0, vec![raised])).await;
+}
+
+/// [`order_with_event_of`] for `MERCHANT`.
 async fn order_with_event(store: &SqliteStore, order_id: &str, event_id: &str, created_ms: i64) {
-    let raised = event(event_id, MERCHANT, order_id, created_ms);
-    store
-        .append(append(order_id, MERCHANT, 0, vec![raised]))
-        .await
-        .expect("append with an event");
+    order_with_event_of(store, MERCHANT, order_id, event_id, created_ms).await;
+}
+
+/// One new order of `MERCHANT` per `(order_id, event_id, created_ms)`, each raising its event.
+async fn orders_with_events(store: &SqliteStore, orders: &[(&str, &str, i64)]) {
+    for (order_id, event_id, created_ms) in orders {
+        order_with_event(store, order_id, event_id, *created_ms).await;
+    }
 }
 
 fn attempt(event_id: &str, number: u32, at_ms: i64, http_status: Option<u16>) -> AttemptRecord {
@@ -98,6 +135,43 @@ fn attempt(event_id: &str, number: u32, at_ms: i64, http_status: Option<u16>) ->
     }
 }
 
+fn retry_at(next_attempt_ms: i64) -> AttemptOutcome {
+    AttemptOutcome::Retry { next_attempt_ms }
+}
+
+/// Records `attempt` with `outcome`, which must succeed.
+async fn record(store: &SqliteStore, attempt: AttemptRecord, outcome: AttemptOutcome) {
+    store
+        .record_attempt(attempt, outcome)
+        .await
+        .expect("record attempt");
+}
+
+/// Records `attempt` with `outcome`, which must be refused as corrupt.
+async fn record_refused(store: &SqliteStore, attempt: AttemptRecord, outcome: AttemptOutcome) {
+    let err = store.record_attempt(attempt, outcome).await.unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+}
+
+/// A store in which `pay_1` raised `evt_1` (created at 100), delivered by attempt 1 at 200.
+async fn with_delivered_event() -> (TempDir, SqliteStore) {
+    let (dir, store) = fresh();
+    order_with_event(&store, "pay_1", "evt_1", 100).await;
+    let first = attempt("evt_1", 1, 200, Some(200));
+    record(&store, first, AttemptOutcome::Delivered).await;
+    (dir, store)
+}
+
+// --- Reads --------------------------------------------------------------------------------
+
+async fn stored_event(
+    store: &SqliteStore,
+    merchant_id: Option<&str>,
+    id: &str,
+) -> Option<EventRecord> {
+    store.get_event(merchant_id, id).await.expect("get event")
+}
+
 async fn delivery(store: &SqliteStore, event_id: &str) -> DeliveryRecord {
     store
         .get_delivery(event_id)
@@ -106,12 +180,43 @@ async fn delivery(store: &SqliteStore, event_id: &str) -> DeliveryRecord {
         .expect("delivery exists")
 }
 
-async fn event_count(store: &SqliteStore, merchant_id: &str) -> usize {
-    let page = store
-        .list_events(merchant_id, page(100, None, None))
+async fn status(store: &SqliteStore, event_id: &str) -> DeliveryStatus {
+    delivery(store, event_id).await.status
+}
+
+async fn next_due(store: &SqliteStore) -> Option<UnixMs> {
+    store.next_delivery_due().await.expect("next delivery due")
+}
+
+/// The event ids of the deliveries due at `now_ms`, in the order they come.
+async fn due_ids(store: &SqliteStore, now_ms: UnixMs, limit: u32) -> Vec<String> {
+    let due = store
+        .due_deliveries(now_ms, limit)
         .await
-        .expect("list events");
-    page.rows.len()
+        .expect("due deliveries");
+    due.into_iter().map(|(d, _)| d.event_id).collect()
+}
+
+async fn attempt_numbers(store: &SqliteStore, event_id: &str) -> Vec<u32> {
+    let attempts = store
+        .delivery_attempts(event_id)
+        .await
+        .expect("delivery attempts");
+    attempts.iter().map(|a| a.attempt).collect()
+}
+
+async fn requeue(store: &SqliteStore, filter: DeliveryFilter, now_ms: UnixMs) -> u64 {
+    store
+        .requeue_deliveries(filter, now_ms)
+        .await
+        .expect("requeue deliveries")
+}
+
+async fn event_count(store: &SqliteStore, merchant_id: &str) -> usize {
+    event_page(store, merchant_id, page(100, None, None))
+        .await
+        .0
+        .len()
 }
 
 fn page(limit: u32, starting_after: Option<&str>, ending_before: Option<&str>) -> ListQuery {
@@ -122,8 +227,34 @@ fn page(limit: u32, starting_after: Option<&str>, ending_before: Option<&str>) -
     }
 }
 
-fn ids(events: &[EventRecord]) -> Vec<&str> {
-    events.iter().map(|e| e.id.as_str()).collect()
+/// One page of a listing as its ids and `has_more`, to compare with [`listed`].
+type Listed = (Vec<String>, bool);
+
+fn listed(ids: &[&str], has_more: bool) -> Listed {
+    (ids.iter().map(|id| (*id).to_owned()).collect(), has_more)
+}
+
+async fn event_page(store: &SqliteStore, merchant_id: &str, query: ListQuery) -> Listed {
+    let page = store
+        .list_events(merchant_id, query)
+        .await
+        .expect("list events");
+    (page.rows.into_iter().map(|e| e.id).collect(), page.has_more)
+}
+
+async fn delivery_page(store: &SqliteStore, filter: DeliveryFilter, query: ListQuery) -> Listed {
+    let page = store
+        .list_deliveries(filter, query)
+        .await
+        .expect("list deliveries");
+    let ids = page.rows.into_iter().map(|d| d.event_id).collect();
+    (ids, page.has_more)
+}
+
+/// A listing refused because its cursor is not one of the listed rows.
+fn assert_unknown_cursor<T: std::fmt::Debug>(listing: Result<T, StoreError>) {
+    let err = listing.unwrap_err();
+    assert!(matches!(err, StoreError::UnknownCursor(_)), "{err:?}");
 }
 
 fn filter_event(event_id: &str) -> DeliveryFilter {
@@ -133,41 +264,47 @@ fn filter_event(event_id: &str) -> DeliveryFilter {
     }
 }
 
+fn dead_of(merchant_id: &str) -> DeliveryFilter {
+    DeliveryFilter {
+        status: Some(DeliveryStatus::Dead),
+        merchant_id: Some(merchant_id.to_owned()),
+        event_id: None,
+    }
+}
+
+/// The schema version a closed store file records.
+fn schema_version(conn: &rusqlite::Connection) -> i64 {
+    conn.pragma_query_value(None, "user_version", |row| row.get(0))
+        .expect("user_version")
+}
+
+fn connect(path: &Path) -> rusqlite::Connection {
+    rusqlite::Connection::open(path).expect("open the file directly")
+}
+
+// --- Tests --------------------------------------------------------------------------------
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_append_writes_its_events_and_pending_deliveries() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir);
+    let (_dir, store) = fresh();
     let first = event("evt_1", MERCHANT, "pay_1", 500);
     let second = EventRecord {
         kind: "payment.captured".to_owned(),
         ..event("evt_2", MERCHANT, "pay_1", 600)
     };
-    store
-        .append(append(
-            "pay_1",
-            MERCHANT,
-            0,
-            vec![first.clone(), second.clone()],
-        ))
-        .await
-        .unwrap();
+    let raised = vec![first.clone(), second.clone()];
+    commit(&store, append("pay_1", MERCHANT, 0, raised)).await;
 
+    assert_eq!(stored_event(&store, None, "evt_1").await, Some(first));
     assert_eq!(
-        store.get_event(None, "evt_1").await.unwrap(),
-        Some(first.clone())
+        stored_event(&store, Some(MERCHANT), "evt_2").await,
+        Some(second)
     );
     assert_eq!(
-        store.get_event(Some(MERCHANT), "evt_2").await.unwrap(),
-        Some(second.clone())
-    );
-    assert_eq!(
-        store
-            .get_event(Some(OTHER_MERCHANT), "evt_1")
-            .await
-            .unwrap(),
+        stored_event(&store, Some(OTHER_MERCHANT), "evt_1").await,
         None
     );
-    assert_eq!(store.get_event(None, "evt_nope").await.unwrap(), None);
+    assert_eq!(stored_event(&store, None, "evt_nope").await, None);
     assert_eq!(
         delivery(&store, "evt_2").await,
         DeliveryRecord {
@@ -184,36 +321,24 @@ async fn an_append_writes_its_events_and_pending_deliveries() {
         }
     );
     assert_eq!(store.get_delivery("evt_nope").await.unwrap(), None);
-    assert_eq!(store.next_delivery_due().await.unwrap(), Some(500));
+    assert_eq!(next_due(&store).await, Some(500));
     assert_eq!(store.delivery_attempts("evt_1").await.unwrap(), []);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_append_leaves_no_event() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir);
-    store
-        .append(append("pay_1", MERCHANT, 0, Vec::new()))
-        .await
-        .unwrap();
+    let (_dir, store) = fresh();
+    commit(&store, append("pay_1", MERCHANT, 0, Vec::new())).await;
 
     // A stale writer: seq conflict, with an event that must not survive it.
-    let stale = append(
-        "pay_1",
-        MERCHANT,
-        0,
-        vec![event("evt_stale", MERCHANT, "pay_1", 100)],
-    );
+    let stale_event = event("evt_stale", MERCHANT, "pay_1", 100);
+    let stale = append("pay_1", MERCHANT, 0, vec![stale_event]);
     let err = store.append(stale).await.unwrap_err();
     assert!(matches!(err, AppendError::SeqConflict { .. }), "{err:?}");
 
     // A duplicate merchant_order_id fails after the journal insert: still no event.
-    let mut duplicate = append(
-        "pay_2",
-        MERCHANT,
-        0,
-        vec![event("evt_dup", MERCHANT, "pay_2", 100)],
-    );
+    let dup_event = event("evt_dup", MERCHANT, "pay_2", 100);
+    let mut duplicate = append("pay_2", MERCHANT, 0, vec![dup_event]);
     if let Some(p) = duplicate.payment.as_mut() {
         p.merchant_order_id = "order-pay_1".to_owned();
     }
@@ -224,116 +349,95 @@ async fn a_failed_append_leaves_no_event() {
     );
 
     for id in ["evt_stale", "evt_dup"] {
-        assert_eq!(store.get_event(None, id).await.unwrap(), None);
+        assert_eq!(stored_event(&store, None, id).await, None);
         assert_eq!(store.get_delivery(id).await.unwrap(), None);
     }
     assert_eq!(event_count(&store, MERCHANT).await, 0);
-    assert_eq!(store.next_delivery_due().await.unwrap(), None);
-    let all = store
-        .list_deliveries(DeliveryFilter::default(), page(100, None, None))
-        .await
-        .unwrap();
-    assert!(all.rows.is_empty() && !all.has_more);
+    assert_eq!(next_due(&store).await, None);
+    let all = delivery_page(&store, DeliveryFilter::default(), page(100, None, None)).await;
+    assert_eq!(all, listed(&[], false));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn re_appending_an_event_id_keeps_the_first() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir);
-    order_with_event(&store, "pay_1", "evt_1", 100).await;
-    store
-        .record_attempt(
-            attempt("evt_1", 1, 200, Some(200)),
-            AttemptOutcome::Delivered,
-        )
-        .await
-        .unwrap();
+    let (_dir, store) = with_delivered_event().await;
 
     // The same event id again (e.g. a retried transition), with another body.
     let again = EventRecord {
         body: "{\"changed\":true}".to_owned(),
         ..event("evt_1", MERCHANT, "pay_1", 900)
     };
-    store
-        .append(append("pay_1", MERCHANT, 1, vec![again]))
-        .await
-        .unwrap();
+    commit(&store, append("pay_1", MERCHANT, 1, vec![again])).await;
 
-    let stored = store.get_event(None, "evt_1").await.unwrap().unwrap();
-    assert_eq!(stored, event("evt_1", MERCHANT, "pay_1", 100));
+    assert_eq!(
+        stored_event(&store, None, "evt_1").await,
+        Some(event("evt_1", MERCHANT, "pay_1", 100))
+    );
     assert_eq!(event_count(&store, MERCHANT).await, 1);
     // Its delivery is not reset by the second append.
-    let delivered = delivery(&store, "evt_1").await;
-    assert_eq!(delivered.status, DeliveryStatus::Delivered);
-    assert_eq!(store.next_delivery_due().await.unwrap(), None);
+    assert_eq!(status(&store, "evt_1").await, DeliveryStatus::Delivered);
+    assert_eq!(next_due(&store).await, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn due_deliveries_come_oldest_due_first_with_their_events() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir);
-    order_with_event(&store, "pay_1", "evt_c", 300).await;
-    order_with_event(&store, "pay_2", "evt_a", 100).await;
-    order_with_event(&store, "pay_3", "evt_b", 200).await;
-    order_with_event(&store, "pay_4", "evt_later", 5_000).await;
-    // Two due at the same time come in event id order.
-    order_with_event(&store, "pay_5", "evt_a2", 100).await;
+    let (_dir, store) = fresh();
+    orders_with_events(
+        &store,
+        &[
+            ("pay_1", "evt_c", 300),
+            ("pay_2", "evt_a", 100),
+            ("pay_3", "evt_b", 200),
+            ("pay_4", "evt_later", 5_000),
+            // Two due at the same time come in event id order.
+            ("pay_5", "evt_a2", 100),
+        ],
+    )
+    .await;
 
     let due = store.due_deliveries(1_000, 10).await.unwrap();
-    let due_ids: Vec<&str> = due.iter().map(|(d, _)| d.event_id.as_str()).collect();
-    assert_eq!(due_ids, ["evt_a", "evt_a2", "evt_b", "evt_c"]);
+    let ids: Vec<&str> = due.iter().map(|(d, _)| d.event_id.as_str()).collect();
+    assert_eq!(ids, ["evt_a", "evt_a2", "evt_b", "evt_c"]);
     for (delivery, event) in &due {
         assert_eq!(delivery.event_id, event.id);
         assert_eq!(delivery.status, DeliveryStatus::Pending);
     }
     assert_eq!(due[0].1, event("evt_a", MERCHANT, "pay_2", 100));
 
-    let first_two = store.due_deliveries(1_000, 2).await.unwrap();
-    assert_eq!(first_two.len(), 2);
-    assert!(store.due_deliveries(99, 10).await.unwrap().is_empty());
-    assert_eq!(store.next_delivery_due().await.unwrap(), Some(100));
+    assert_eq!(due_ids(&store, 1_000, 2).await.len(), 2);
+    assert!(due_ids(&store, 99, 10).await.is_empty());
+    assert_eq!(next_due(&store).await, Some(100));
 
     // A retry moves a delivery behind the others; a finished one is never due.
-    store
-        .record_attempt(
-            attempt("evt_a", 1, 1_000, Some(500)),
-            AttemptOutcome::Retry {
-                next_attempt_ms: 250,
-            },
-        )
-        .await
-        .unwrap();
-    store
-        .record_attempt(
-            attempt("evt_a2", 1, 1_000, Some(200)),
-            AttemptOutcome::Delivered,
-        )
-        .await
-        .unwrap();
-    let due = store.due_deliveries(1_000, 10).await.unwrap();
-    let due_ids: Vec<&str> = due.iter().map(|(d, _)| d.event_id.as_str()).collect();
-    assert_eq!(due_ids, ["evt_b", "evt_a", "evt_c"]);
-    assert_eq!(store.next_delivery_due().await.unwrap(), Some(200));
+    record(&store, attempt("evt_a", 1, 1_000, Some(500)), retry_at(250)).await;
+    record(
+        &store,
+        attempt("evt_a2", 1, 1_000, Some(200)),
+        AttemptOutcome::Delivered,
+    )
+    .await;
+    assert_eq!(
+        due_ids(&store, 1_000, 10).await,
+        ["evt_b", "evt_a", "evt_c"]
+    );
+    assert_eq!(next_due(&store).await, Some(200));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attempts_move_a_delivery_on() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir);
-    order_with_event(&store, "pay_1", "evt_retry", 100).await;
-    order_with_event(&store, "pay_2", "evt_dead", 100).await;
-    order_with_event(&store, "pay_3", "evt_none", 100).await;
+    let (_dir, store) = fresh();
+    orders_with_events(
+        &store,
+        &[
+            ("pay_1", "evt_retry", 100),
+            ("pay_2", "evt_dead", 100),
+            ("pay_3", "evt_none", 100),
+        ],
+    )
+    .await;
 
     // Retry, retry, delivered.
-    store
-        .record_attempt(
-            attempt("evt_retry", 1, 110, None),
-            AttemptOutcome::Retry {
-                next_attempt_ms: 1_110,
-            },
-        )
-        .await
-        .unwrap();
+    record(&store, attempt("evt_retry", 1, 110, None), retry_at(1_110)).await;
     let retried = delivery(&store, "evt_retry").await;
     assert_eq!(retried.status, DeliveryStatus::Pending);
     assert_eq!(retried.attempts, 1);
@@ -341,15 +445,12 @@ async fn attempts_move_a_delivery_on() {
     assert_eq!(retried.updated_ms, 110);
     assert_eq!(retried.last_http_status, None);
 
-    store
-        .record_attempt(
-            attempt("evt_retry", 2, 1_120, Some(503)),
-            AttemptOutcome::Retry {
-                next_attempt_ms: 5_000,
-            },
-        )
-        .await
-        .unwrap();
+    record(
+        &store,
+        attempt("evt_retry", 2, 1_120, Some(503)),
+        retry_at(5_000),
+    )
+    .await;
     let retried = delivery(&store, "evt_retry").await;
     assert_eq!(
         (retried.attempts, retried.next_attempt_ms),
@@ -359,13 +460,8 @@ async fn attempts_move_a_delivery_on() {
     assert_eq!(retried.last_http_status, Some(503));
     assert_eq!(retried.last_error.as_deref(), Some("HTTP 503"));
 
-    store
-        .record_attempt(
-            attempt("evt_retry", 3, 5_010, Some(204)),
-            AttemptOutcome::Delivered,
-        )
-        .await
-        .unwrap();
+    let third = attempt("evt_retry", 3, 5_010, Some(204));
+    record(&store, third, AttemptOutcome::Delivered).await;
     let delivered = delivery(&store, "evt_retry").await;
     assert_eq!(delivered.status, DeliveryStatus::Delivered);
     assert_eq!(delivered.attempts, 3);
@@ -373,105 +469,67 @@ async fn attempts_move_a_delivery_on() {
     assert_eq!(delivered.last_error, None);
     assert_eq!(delivered.updated_ms, 5_010);
 
+    assert_eq!(attempt_numbers(&store, "evt_retry").await, [1, 2, 3]);
     let attempts = store.delivery_attempts("evt_retry").await.unwrap();
-    let numbers: Vec<u32> = attempts.iter().map(|a| a.attempt).collect();
-    assert_eq!(numbers, [1, 2, 3]);
     assert_eq!(attempts[1], attempt("evt_retry", 2, 1_120, Some(503)));
 
     // Dead.
-    store
-        .record_attempt(attempt("evt_dead", 1, 120, Some(410)), AttemptOutcome::Dead)
-        .await
-        .unwrap();
+    record(
+        &store,
+        attempt("evt_dead", 1, 120, Some(410)),
+        AttemptOutcome::Dead,
+    )
+    .await;
     let dead = delivery(&store, "evt_dead").await;
     assert_eq!((dead.status, dead.attempts), (DeliveryStatus::Dead, 1));
     assert_eq!(dead.last_http_status, Some(410));
 
     // No endpoint: no attempt row, no attempt counted.
-    store
-        .record_attempt(
-            attempt("evt_none", 1, 130, None),
-            AttemptOutcome::NoEndpoint,
-        )
-        .await
-        .unwrap();
+    record(
+        &store,
+        attempt("evt_none", 1, 130, None),
+        AttemptOutcome::NoEndpoint,
+    )
+    .await;
     let none = delivery(&store, "evt_none").await;
     assert_eq!(
         (none.status, none.attempts),
         (DeliveryStatus::NoEndpoint, 0)
     );
     assert_eq!(store.delivery_attempts("evt_none").await.unwrap(), []);
-    assert_eq!(store.next_delivery_due().await.unwrap(), None);
+    assert_eq!(next_due(&store).await, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_attempt_on_a_finished_delivery_leaves_it_as_it_is() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir);
-    order_with_event(&store, "pay_1", "evt_1", 100).await;
-    store
-        .record_attempt(
-            attempt("evt_1", 1, 200, Some(200)),
-            AttemptOutcome::Delivered,
-        )
-        .await
-        .unwrap();
+    let (_dir, store) = with_delivered_event().await;
     let before = delivery(&store, "evt_1").await;
 
     for outcome in [
-        AttemptOutcome::Retry {
-            next_attempt_ms: 9_000,
-        },
+        retry_at(9_000),
         AttemptOutcome::Dead,
         AttemptOutcome::NoEndpoint,
         AttemptOutcome::Delivered,
     ] {
-        store
-            .record_attempt(attempt("evt_1", 2, 300, Some(500)), outcome)
-            .await
-            .unwrap();
+        record(&store, attempt("evt_1", 2, 300, Some(500)), outcome).await;
         assert_eq!(delivery(&store, "evt_1").await, before);
     }
     // The late attempt itself happened and is kept (once: same number, same row).
-    let numbers: Vec<u32> = store
-        .delivery_attempts("evt_1")
-        .await
-        .unwrap()
-        .iter()
-        .map(|a| a.attempt)
-        .collect();
-    assert_eq!(numbers, [1, 2]);
+    assert_eq!(attempt_numbers(&store, "evt_1").await, [1, 2]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeated_attempt_number_replaces_its_row_and_excerpts_are_cut() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir);
+    let (_dir, store) = fresh();
     order_with_event(&store, "pay_1", "evt_1", 100).await;
     let mut first = attempt("evt_1", 1, 200, None);
     first.error = Some("timeout".to_owned());
-    store
-        .record_attempt(
-            first,
-            AttemptOutcome::Retry {
-                next_attempt_ms: 300,
-            },
-        )
-        .await
-        .unwrap();
+    record(&store, first, retry_at(300)).await;
     // The same attempt number again (a crash between the send and the record, then a retry).
     let mut again = attempt("evt_1", 1, 250, Some(500));
     // 'é' is two bytes: the cut must not split it.
     again.response_excerpt = format!("x{}", "é".repeat(ATTEMPT_RESPONSE_BYTES_MAX));
-    store
-        .record_attempt(
-            again,
-            AttemptOutcome::Retry {
-                next_attempt_ms: 400,
-            },
-        )
-        .await
-        .unwrap();
+    record(&store, again, retry_at(400)).await;
 
     let attempts = store.delivery_attempts("evt_1").await.unwrap();
     assert_eq!(attempts.len(), 1);
@@ -481,39 +539,30 @@ async fn a_repeated_attempt_number_replaces_its_row_and_excerpts_are_cut() {
     assert!(kept.response_excerpt.starts_with("xé"));
 
     // Attempts are numbered from 1, and only for a delivery that exists.
-    let err = store
-        .record_attempt(attempt("evt_1", 0, 500, None), AttemptOutcome::Dead)
-        .await
-        .unwrap_err();
-    assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
-    let err = store
-        .record_attempt(attempt("evt_nope", 1, 500, None), AttemptOutcome::Dead)
-        .await
-        .unwrap_err();
-    assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
-    assert_eq!(
-        delivery(&store, "evt_1").await.status,
-        DeliveryStatus::Pending
-    );
+    record_refused(&store, attempt("evt_1", 0, 500, None), AttemptOutcome::Dead).await;
+    record_refused(
+        &store,
+        attempt("evt_nope", 1, 500, None),
+        AttemptOutcome::Dead,
+    )
+    .await;
+    assert_eq!(status(&store, "evt_1").await, DeliveryStatus::Pending);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requeue_by_event_status_and_merchant() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir);
-    order_with_event(&store, "pay_1", "evt_delivered", 100).await;
-    order_with_event(&store, "pay_2", "evt_dead_1", 100).await;
-    order_with_event(&store, "pay_3", "evt_dead_2", 100).await;
-    order_with_event(&store, "pay_4", "evt_none", 100).await;
-    store
-        .append(append(
-            "pay_9",
-            OTHER_MERCHANT,
-            0,
-            vec![event("evt_other", OTHER_MERCHANT, "pay_9", 100)],
-        ))
-        .await
-        .unwrap();
+    let (_dir, store) = fresh();
+    orders_with_events(
+        &store,
+        &[
+            ("pay_1", "evt_delivered", 100),
+            ("pay_2", "evt_dead_1", 100),
+            ("pay_3", "evt_dead_2", 100),
+            ("pay_4", "evt_none", 100),
+        ],
+    )
+    .await;
+    order_with_event_of(&store, OTHER_MERCHANT, "pay_9", "evt_other", 100).await;
     let finish = [
         ("evt_delivered", AttemptOutcome::Delivered),
         ("evt_dead_1", AttemptOutcome::Dead),
@@ -522,95 +571,55 @@ async fn requeue_by_event_status_and_merchant() {
         ("evt_other", AttemptOutcome::Dead),
     ];
     for (event_id, outcome) in finish {
-        store
-            .record_attempt(attempt(event_id, 1, 200, Some(500)), outcome)
-            .await
-            .unwrap();
+        record(&store, attempt(event_id, 1, 200, Some(500)), outcome).await;
     }
 
     // One event (a resend of a delivered one).
-    let requeued = store
-        .requeue_deliveries(filter_event("evt_delivered"), 1_000)
-        .await
-        .unwrap();
-    assert_eq!(requeued, 1);
+    assert_eq!(
+        requeue(&store, filter_event("evt_delivered"), 1_000).await,
+        1
+    );
     let resent = delivery(&store, "evt_delivered").await;
     assert_eq!(resent.status, DeliveryStatus::Pending);
     assert_eq!(
         (resent.attempts, resent.next_attempt_ms, resent.updated_ms),
         (0, 1_000, 1_000)
     );
-    assert_eq!(store.next_delivery_due().await.unwrap(), Some(1_000));
-    assert_eq!(
-        store
-            .requeue_deliveries(filter_event("evt_nope"), 1_000)
-            .await
-            .unwrap(),
-        0
-    );
+    assert_eq!(next_due(&store).await, Some(1_000));
+    assert_eq!(requeue(&store, filter_event("evt_nope"), 1_000).await, 0);
 
     // Dead letters of one merchant.
-    let dead_of_merchant = DeliveryFilter {
-        status: Some(DeliveryStatus::Dead),
-        merchant_id: Some(MERCHANT.to_owned()),
-        event_id: None,
-    };
-    assert_eq!(
-        store
-            .requeue_deliveries(dead_of_merchant, 2_000)
-            .await
-            .unwrap(),
-        2
-    );
-    assert_eq!(
-        delivery(&store, "evt_dead_2").await.status,
-        DeliveryStatus::Pending
-    );
-    assert_eq!(
-        delivery(&store, "evt_other").await.status,
-        DeliveryStatus::Dead
-    );
-    assert_eq!(
-        delivery(&store, "evt_none").await.status,
-        DeliveryStatus::NoEndpoint
-    );
+    assert_eq!(requeue(&store, dead_of(MERCHANT), 2_000).await, 2);
+    assert_eq!(status(&store, "evt_dead_2").await, DeliveryStatus::Pending);
+    assert_eq!(status(&store, "evt_other").await, DeliveryStatus::Dead);
+    assert_eq!(status(&store, "evt_none").await, DeliveryStatus::NoEndpoint);
 
     // Every dead letter, whoever's.
     let dead = DeliveryFilter {
         status: Some(DeliveryStatus::Dead),
         ..DeliveryFilter::default()
     };
-    assert_eq!(store.requeue_deliveries(dead, 3_000).await.unwrap(), 1);
+    assert_eq!(requeue(&store, dead, 3_000).await, 1);
 
     // Everything of one merchant, whatever its status.
     let merchant = DeliveryFilter {
         merchant_id: Some(MERCHANT.to_owned()),
         ..DeliveryFilter::default()
     };
-    assert_eq!(store.requeue_deliveries(merchant, 4_000).await.unwrap(), 4);
+    assert_eq!(requeue(&store, merchant, 4_000).await, 4);
     let due = store.due_deliveries(4_000, 100).await.unwrap();
     assert_eq!(due.len(), 5);
     assert!(due.iter().all(|(d, _)| d.attempts == 0), "{due:?}");
     // The attempts of the earlier round are kept.
-    assert_eq!(
-        store.delivery_attempts("evt_dead_1").await.unwrap().len(),
-        1
-    );
+    assert_eq!(attempt_numbers(&store, "evt_dead_1").await.len(), 1);
 
     // An empty filter is every delivery.
-    assert_eq!(
-        store
-            .requeue_deliveries(DeliveryFilter::default(), 5_000)
-            .await
-            .unwrap(),
-        5
-    );
+    assert_eq!(requeue(&store, DeliveryFilter::default(), 5_000).await, 5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_events_pages_newest_first_per_merchant() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir);
+    let (_dir, store) = fresh();
     // Five events of one order over four appends; two share a created_ms (id breaks the tie).
     let raised = [
         vec![event("evt_1", MERCHANT, "pay_1", 10)],
@@ -622,197 +631,114 @@ async fn list_events_pages_newest_first_per_merchant() {
         vec![event("evt_5", MERCHANT, "pay_1", 40)],
     ];
     for (seq, events) in (0_u64..).zip(raised) {
-        store
-            .append(append("pay_1", MERCHANT, seq, events))
-            .await
-            .unwrap();
+        commit(&store, append("pay_1", MERCHANT, seq, events)).await;
     }
-    store
-        .append(append(
-            "pay_9",
-            OTHER_MERCHANT,
-            0,
-            vec![event("evt_9", OTHER_MERCHANT, "pay_9", 25)],
-        ))
-        .await
-        .unwrap();
+    order_with_event_of(&store, OTHER_MERCHANT, "pay_9", "evt_9", 25).await;
+    let events = |query| event_page(&store, MERCHANT, query);
 
-    let first = store
-        .list_events(MERCHANT, page(2, None, None))
-        .await
-        .unwrap();
-    assert_eq!(ids(&first.rows), ["evt_5", "evt_4"]);
-    assert!(first.has_more);
-    let second = store
-        .list_events(MERCHANT, page(2, Some("evt_4"), None))
-        .await
-        .unwrap();
-    assert_eq!(ids(&second.rows), ["evt_3", "evt_2"]);
-    assert!(second.has_more);
-    let last = store
-        .list_events(MERCHANT, page(2, Some("evt_2"), None))
-        .await
-        .unwrap();
-    assert_eq!(ids(&last.rows), ["evt_1"]);
-    assert!(!last.has_more);
+    assert_eq!(
+        events(page(2, None, None)).await,
+        listed(&["evt_5", "evt_4"], true)
+    );
+    assert_eq!(
+        events(page(2, Some("evt_4"), None)).await,
+        listed(&["evt_3", "evt_2"], true)
+    );
+    assert_eq!(
+        events(page(2, Some("evt_2"), None)).await,
+        listed(&["evt_1"], false)
+    );
 
     // Backwards from the last page, still newest first.
-    let back = store
-        .list_events(MERCHANT, page(2, None, Some("evt_2")))
-        .await
-        .unwrap();
-    assert_eq!(ids(&back.rows), ["evt_4", "evt_3"]);
-    assert!(back.has_more);
-    let back = store
-        .list_events(MERCHANT, page(2, None, Some("evt_3")))
-        .await
-        .unwrap();
-    assert_eq!(ids(&back.rows), ["evt_5", "evt_4"]);
-    assert!(!back.has_more);
-    let between = store
-        .list_events(MERCHANT, page(10, Some("evt_5"), Some("evt_1")))
-        .await
-        .unwrap();
-    assert_eq!(ids(&between.rows), ["evt_4", "evt_3", "evt_2"]);
-    assert!(!between.has_more);
+    assert_eq!(
+        events(page(2, None, Some("evt_2"))).await,
+        listed(&["evt_4", "evt_3"], true)
+    );
+    assert_eq!(
+        events(page(2, None, Some("evt_3"))).await,
+        listed(&["evt_5", "evt_4"], false)
+    );
+    assert_eq!(
+        events(page(10, Some("evt_5"), Some("evt_1"))).await,
+        listed(&["evt_4", "evt_3", "evt_2"], false)
+    );
 
     // Another merchant's events are not listed and are not a cursor.
-    let other = store
-        .list_events(OTHER_MERCHANT, page(10, None, None))
-        .await
-        .unwrap();
-    assert_eq!(ids(&other.rows), ["evt_9"]);
+    let other = event_page(&store, OTHER_MERCHANT, page(10, None, None)).await;
+    assert_eq!(other.0, ["evt_9"]);
     for cursor in ["evt_9", "evt_nope"] {
-        let err = store
-            .list_events(MERCHANT, page(10, Some(cursor), None))
-            .await
-            .unwrap_err();
-        assert!(matches!(err, StoreError::UnknownCursor(_)), "{err:?}");
+        let listing = store.list_events(MERCHANT, page(10, Some(cursor), None));
+        assert_unknown_cursor(listing.await);
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_deliveries_filters_and_pages_newest_first() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir);
+    let (_dir, store) = fresh();
     for (i, created_ms) in [(1, 10), (2, 20), (3, 30), (4, 40)] {
         order_with_event(&store, &format!("pay_{i}"), &format!("evt_{i}"), created_ms).await;
     }
-    store
-        .append(append(
-            "pay_9",
-            OTHER_MERCHANT,
-            0,
-            vec![event("evt_9", OTHER_MERCHANT, "pay_9", 25)],
-        ))
-        .await
-        .unwrap();
+    order_with_event_of(&store, OTHER_MERCHANT, "pay_9", "evt_9", 25).await;
     for event_id in ["evt_2", "evt_4", "evt_9"] {
-        store
-            .record_attempt(attempt(event_id, 1, 100, Some(500)), AttemptOutcome::Dead)
-            .await
-            .unwrap();
+        let last = attempt(event_id, 1, 100, Some(500));
+        record(&store, last, AttemptOutcome::Dead).await;
     }
-    let event_ids =
-        |rows: &[DeliveryRecord]| rows.iter().map(|d| d.event_id.clone()).collect::<Vec<_>>();
+    let all = |query| delivery_page(&store, DeliveryFilter::default(), query);
+    let dead = |query| delivery_page(&store, dead_of(MERCHANT), query);
 
-    let all = store
-        .list_deliveries(DeliveryFilter::default(), page(3, None, None))
-        .await
-        .unwrap();
-    assert_eq!(event_ids(&all.rows), ["evt_4", "evt_3", "evt_9"]);
-    assert!(all.has_more);
-    let rest = store
-        .list_deliveries(DeliveryFilter::default(), page(3, Some("evt_9"), None))
-        .await
-        .unwrap();
-    assert_eq!(event_ids(&rest.rows), ["evt_2", "evt_1"]);
-    assert!(!rest.has_more);
+    assert_eq!(
+        all(page(3, None, None)).await,
+        listed(&["evt_4", "evt_3", "evt_9"], true)
+    );
+    assert_eq!(
+        all(page(3, Some("evt_9"), None)).await,
+        listed(&["evt_2", "evt_1"], false)
+    );
 
-    let dead_of_merchant = DeliveryFilter {
-        status: Some(DeliveryStatus::Dead),
-        merchant_id: Some(MERCHANT.to_owned()),
-        event_id: None,
-    };
-    let dead = store
-        .list_deliveries(dead_of_merchant.clone(), page(1, None, None))
-        .await
-        .unwrap();
-    assert_eq!(event_ids(&dead.rows), ["evt_4"]);
-    assert!(dead.has_more);
-    let dead = store
-        .list_deliveries(dead_of_merchant.clone(), page(1, Some("evt_4"), None))
-        .await
-        .unwrap();
-    assert_eq!(event_ids(&dead.rows), ["evt_2"]);
-    assert!(!dead.has_more);
-    let back = store
-        .list_deliveries(dead_of_merchant.clone(), page(5, None, Some("evt_2")))
-        .await
-        .unwrap();
-    assert_eq!(event_ids(&back.rows), ["evt_4"]);
+    assert_eq!(dead(page(1, None, None)).await, listed(&["evt_4"], true));
+    assert_eq!(
+        dead(page(1, Some("evt_4"), None)).await,
+        listed(&["evt_2"], false)
+    );
+    assert_eq!(dead(page(5, None, Some("evt_2"))).await.0, ["evt_4"]);
 
-    let one = store
-        .list_deliveries(filter_event("evt_3"), page(5, None, None))
-        .await
-        .unwrap();
-    assert_eq!(event_ids(&one.rows), ["evt_3"]);
+    let one = delivery_page(&store, filter_event("evt_3"), page(5, None, None)).await;
+    assert_eq!(one.0, ["evt_3"]);
 
     // With a merchant in the filter, another merchant's delivery is not a cursor.
-    let err = store
-        .list_deliveries(dead_of_merchant, page(5, Some("evt_9"), None))
-        .await
-        .unwrap_err();
-    assert!(matches!(err, StoreError::UnknownCursor(_)), "{err:?}");
+    let listing = store.list_deliveries(dead_of(MERCHANT), page(5, Some("evt_9"), None));
+    assert_unknown_cursor(listing.await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_outbox_survives_close_and_reopen() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir);
-    order_with_event(&store, "pay_1", "evt_1", 100).await;
-    order_with_event(&store, "pay_2", "evt_2", 200).await;
-    store
-        .record_attempt(
-            attempt("evt_1", 1, 150, Some(502)),
-            AttemptOutcome::Retry {
-                next_attempt_ms: 900,
-            },
-        )
-        .await
-        .unwrap();
+    let (dir, store) = fresh();
+    orders_with_events(&store, &[("pay_1", "evt_1", 100), ("pay_2", "evt_2", 200)]).await;
+    record(&store, attempt("evt_1", 1, 150, Some(502)), retry_at(900)).await;
     let before = delivery(&store, "evt_1").await;
-    store.shutdown().await.unwrap();
-    drop(store);
+    close(store).await;
 
     let store = open(&dir);
     assert_eq!(delivery(&store, "evt_1").await, before);
     assert_eq!(
-        store.get_event(Some(MERCHANT), "evt_2").await.unwrap(),
+        stored_event(&store, Some(MERCHANT), "evt_2").await,
         Some(event("evt_2", MERCHANT, "pay_2", 200))
     );
-    assert_eq!(store.delivery_attempts("evt_1").await.unwrap().len(), 1);
-    let due = store.due_deliveries(1_000, 10).await.unwrap();
-    let due_ids: Vec<&str> = due.iter().map(|(d, _)| d.event_id.as_str()).collect();
-    assert_eq!(due_ids, ["evt_2", "evt_1"]);
+    assert_eq!(attempt_numbers(&store, "evt_1").await.len(), 1);
+    assert_eq!(due_ids(&store, 1_000, 10).await, ["evt_2", "evt_1"]);
 }
 
 /// A file the previous build wrote (schema 3: no outbox tables) is migrated in place: its
 /// data stays, and appends with events work.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_from_before_the_outbox_is_migrated_in_place() {
-    let dir = TempDir::new().unwrap();
+    let (dir, store) = fresh();
     let path = config(&dir).path;
-    let store = open(&dir);
-    store
-        .append(append("pay_1", MERCHANT, 0, Vec::new()))
-        .await
-        .unwrap();
-    store.shutdown().await.unwrap();
-    drop(store);
+    commit(&store, append("pay_1", MERCHANT, 0, Vec::new())).await;
+    close(store).await;
 
     // Turn the file back into what the previous schema wrote.
-    let conn = rusqlite::Connection::open(&path).unwrap();
+    let conn = connect(&path);
     conn.execute_batch(&format!(
         "DROP TABLE delivery_attempts; DROP TABLE deliveries; DROP TABLE events;
          PRAGMA user_version = {SCHEMA_VERSION_BEFORE_OUTBOX};"
@@ -826,33 +752,16 @@ async fn a_file_from_before_the_outbox_is_migrated_in_place() {
         Some(payment("pay_1", MERCHANT, 100))
     );
     assert_eq!(store.load_journal("pay_1").await.unwrap(), [entry(1)]);
-    store
-        .append(append(
-            "pay_1",
-            MERCHANT,
-            1,
-            vec![event("evt_1", MERCHANT, "pay_1", 300)],
-        ))
-        .await
-        .unwrap();
-    assert_eq!(
-        delivery(&store, "evt_1").await.status,
-        DeliveryStatus::Pending
-    );
-    store.shutdown().await.unwrap();
-    drop(store);
+    let raised = event("evt_1", MERCHANT, "pay_1", 300);
+    commit(&store, append("pay_1", MERCHANT, 1, vec![raised])).await;
+    assert_eq!(status(&store, "evt_1").await, DeliveryStatus::Pending);
+    close(store).await;
 
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    let version: i64 = conn
-        .pragma_query_value(None, "user_version", |row| row.get(0))
-        .unwrap();
+    let conn = connect(&path);
+    let version = schema_version(&conn);
     assert!(version > SCHEMA_VERSION_BEFORE_OUTBOX, "{version}");
     // The CHECK is the last line: a delivery status outside the four cannot be written.
-    let err = conn
-        .execute(
-            "UPDATE deliveries SET status = 'lost' WHERE event_id = 'evt_1'",
-            [],
-        )
-        .unwrap_err();
+    let lost = "UPDATE deliveries SET status = 'lost' WHERE event_id = 'evt_1'";
+    let err = conn.execute(lost, []).unwrap_err();
     assert!(err.to_string().contains("CHECK"), "{err}");
 }

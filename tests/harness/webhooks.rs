@@ -131,6 +131,37 @@ impl WebhookReceiver {
             .filter(|r| r.event_id == event_id)
             .collect()
     }
+
+    /// Waits until at least `min` requests came in, whatever their event; panics naming
+    /// `what` if `within` passes first.
+    pub async fn wait_received(&self, what: &str, min: usize, within: Duration) {
+        wait_count(what, min, within, || self.received().len()).await;
+    }
+
+    /// Waits until at least `min` requests for `event_id` came in; panics naming `what` if
+    /// `within` passes first.
+    pub async fn wait_received_for(
+        &self,
+        what: &str,
+        event_id: &str,
+        min: usize,
+        within: Duration,
+    ) {
+        wait_count(what, min, within, || self.received_for(event_id).len()).await;
+    }
+}
+
+/// Polls `count` until it reaches `min`, for at most `within`.
+async fn wait_count(what: &str, min: usize, within: Duration, count: impl Fn() -> usize) {
+    crate::poll_until(what, within, || async {
+        let n = count();
+        if n >= min {
+            Ok(())
+        } else {
+            Err(format!("{n} requests"))
+        }
+    })
+    .await;
 }
 
 async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {

@@ -11,7 +11,7 @@
 use kassa_store::EventRecord;
 
 use crate::payment::{Event, Payment};
-use crate::views::{payment_json, refund_json};
+use crate::views::refund_json;
 
 /// The merchant-facing type of a journal event, if it is one a merchant is told about.
 pub fn event_type(event: &Event) -> Option<&'static str> {
@@ -42,9 +42,11 @@ pub fn event_type(event: &Event) -> Option<&'static str> {
 }
 
 /// The events one append raises: `events[i]` was journaled at `first_seq + i`; `after` is the
-/// order once all of them are applied.
+/// order once all of them are applied and `payment_body` its API object (the projection's
+/// body, serialised once for both).
 pub fn merchant_events(
     after: &Payment,
+    payment_body: &str,
     events: &[Event],
     first_seq: u64,
     at_ms: i64,
@@ -62,7 +64,7 @@ pub fn merchant_events(
                     let refund = after.refund(refund_id)?;
                     (refund.id.clone(), refund_json(after, refund))
                 }
-                _ => (after.id.clone(), payment_json(after)),
+                _ => (after.id.clone(), payment_body.to_owned()),
             };
             let body = format!(
                 r#"{{"id":"{id}","object":"event","type":"{kind}","created":{},"data":{{"object":{object}}}}}"#,

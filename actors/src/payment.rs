@@ -158,12 +158,6 @@ impl Method {
     pub fn supports_manual_capture(self) -> bool {
         self == Method::Card
     }
-
-    /// Whether the customer pays on the provider's side after the order is created (the
-    /// order `requires_action` meanwhile, and the provider is asked about it on a schedule).
-    pub fn customer_pays_later(self) -> bool {
-        matches!(self, Method::QrWallet | Method::AppWallet)
-    }
 }
 
 /// What Kassa keeps of a payer's bank account: the last four characters and the holder.

@@ -378,14 +378,17 @@ impl PaymentOrder {
         let Some(next) = next else {
             return ready(Err(OrderError::Internal("no event to journal".into())));
         };
+        let payment = payment_row(&next);
+        // The outbox: what the merchant is told, durable with the transition itself.
+        let merchant_events =
+            crate::events::merchant_events(&next, &payment.body, &events, expected_seq + 1, at_ms);
         let append = Append {
             order_id: self.id.clone(),
             expected_seq,
             entries,
-            payment: Some(payment_row(&next)),
+            payment: Some(payment),
             refunds: refund_rows(&next, &events),
-            // The outbox: what the merchant is told, durable with the transition itself.
-            events: crate::events::merchant_events(&next, &events, expected_seq + 1, at_ms),
+            events: merchant_events,
         };
         let raised_events = !append.events.is_empty();
         let write = self.deps.store.append(append);

@@ -271,6 +271,17 @@ fn capture_more_than_authorized_is_refused() {
     );
 }
 
+/// A refund of `minor` cents under the id `re_1`.
+fn refund_of(minor: i64) -> Command {
+    Command::Refund(NewRefund {
+        id: "re_1".into(),
+        amount: Some(usd(minor)),
+        reason: None,
+        metadata: BTreeMap::new(),
+        fingerprint: String::new(),
+    })
+}
+
 fn step(p: Payment, command: Command) -> Result<Payment, Rejection> {
     let mut p = p;
     for event in decide(Some(&p), &command)? {
@@ -348,17 +359,7 @@ fn complete_revert_is_refused_where_it_does_not_apply() {
         Err(Rejection::NotPreauth { .. })
     ));
     // After a refund.
-    let p = step(
-        completed(600),
-        Command::Refund(NewRefund {
-            id: "re_1".into(),
-            amount: Some(usd(100)),
-            reason: None,
-            metadata: BTreeMap::new(),
-            fingerprint: String::new(),
-        }),
-    )
-    .unwrap();
+    let p = step(completed(600), refund_of(100)).unwrap();
     assert!(matches!(
         step(p.clone(), Command::Uncapture),
         Err(Rejection::HasRefunds { .. })
@@ -407,17 +408,7 @@ fn reversal_undoes_an_authorisation_a_capture_or_an_unknown_charge() {
 
 #[test]
 fn reversal_is_refused_after_refunds_and_on_final_states() {
-    let p = step(
-        succeeded(),
-        Command::Refund(NewRefund {
-            id: "re_1".into(),
-            amount: Some(usd(100)),
-            reason: None,
-            metadata: BTreeMap::new(),
-            fingerprint: String::new(),
-        }),
-    )
-    .unwrap();
+    let p = step(succeeded(), refund_of(100)).unwrap();
     assert!(matches!(
         step(p, Command::Reverse),
         Err(Rejection::HasRefunds { .. })

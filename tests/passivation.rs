@@ -6,21 +6,11 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use harness::*;
-use kassa_client::HttpClient;
 use serde_json::json;
 
 /// `kassa_orders_live` from `/metrics`.
 async fn orders_live(kassa: &Kassa) -> u64 {
-    let response = HttpClient::new(kassa.base_url())
-        .send("GET", "/metrics", &[], Vec::new())
-        .await
-        .expect("metrics");
-    assert_eq!(response.status, 200, "GET /metrics");
-    let text = response.text();
-    text.lines()
-        .find_map(|line| line.strip_prefix("kassa_orders_live "))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no kassa_orders_live in /metrics:\n{text}"))
+    kassa.metric("kassa_orders_live").await
 }
 
 #[tokio::test]

@@ -37,7 +37,8 @@ pub fn event_type(event: &Event) -> Option<&'static str> {
         | Event::UncaptureFailed { .. }
         | Event::ReversalRequested
         | Event::ReversalFailed { .. }
-        | Event::RefundRequested { .. } => return None,
+        | Event::RefundRequested { .. }
+        | Event::RequestApplied { .. } => return None,
     })
 }
 

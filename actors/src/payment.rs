@@ -291,11 +291,17 @@ pub struct Payment {
     pub capture_requests: u32,
     pub uncapture_requests: u32,
     pub refunds: Vec<Refund>,
+    /// The most recent keyed requests applied (`Command::Keyed`), oldest first, at most
+    /// [`APPLIED_REQUESTS_MAX`].
+    pub applied_requests: Vec<String>,
     pub created_ms: i64,
     pub updated_ms: i64,
     /// Seq of the last journal entry applied.
     pub seq: u64,
 }
+
+/// Keyed requests an order remembers: a retry comes within a few, not hundreds, of others.
+pub const APPLIED_REQUESTS_MAX: usize = 64;
 
 impl Payment {
     pub fn currency(&self) -> Currency {
@@ -403,6 +409,15 @@ pub enum Command {
     /// `reversal`.
     Reverse,
     ReverseOutcome(Result<(), Failure>),
+    /// `command`, sent under an Idempotency-Key: `request` names the key and the action. If
+    /// the order already applied it (a retry whose first answer was lost with a node, or cut
+    /// short by a deadline), it is refused as [`Rejection::AlreadyApplied`], which callers
+    /// answer with the current state; otherwise its events are journaled together with
+    /// [`Event::RequestApplied`].
+    Keyed {
+        request: String,
+        command: Box<Command>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -467,6 +482,10 @@ pub enum Event {
     ReversalFailed {
         failure: Failure,
     },
+    /// The keyed request `request` was applied by the events journaled with this one.
+    RequestApplied {
+        request: String,
+    },
 }
 
 impl Event {
@@ -492,6 +511,7 @@ impl Event {
             Event::ReversalRequested => "reversal_requested",
             Event::Reversed => "reversed",
             Event::ReversalFailed { .. } => "reversal_failed",
+            Event::RequestApplied { .. } => "request_applied",
         }
     }
 }
@@ -524,6 +544,9 @@ pub enum Rejection {
     NotPreauth { action: &'static str },
     #[error("cannot {action} a payment that has refunds")]
     HasRefunds { action: &'static str },
+    /// A keyed request this order applied already: answer its current state.
+    #[error("this request was applied already")]
+    AlreadyApplied,
 }
 
 /// A journal that cannot be replayed: an event that does not fit the state it follows.
@@ -543,6 +566,18 @@ pub fn decide(state: Option<&Payment>, command: &Command) -> Result<Vec<Event>, 
         };
     };
     match command {
+        Command::Keyed { request, command } => {
+            if p.applied_requests.iter().any(|r| r == request) {
+                return Err(Rejection::AlreadyApplied);
+            }
+            let mut events = decide(state, command)?;
+            if !events.is_empty() {
+                events.push(Event::RequestApplied {
+                    request: request.clone(),
+                });
+            }
+            Ok(events)
+        }
         Command::Create(new) => Err(Rejection::Exists {
             same_request: new.fingerprint == p.fingerprint && new.merchant_id == p.merchant_id,
         }),
@@ -852,6 +887,7 @@ fn created(new: &NewPayment, at_ms: i64) -> Payment {
         failure: None,
         pending: None,
         refunds: Vec::new(),
+        applied_requests: Vec::new(),
         created_ms: at_ms,
         updated_ms: at_ms,
         seq: 0,
@@ -877,6 +913,12 @@ fn money(result: Result<Money, crate::money::MoneyError>) -> Result<Money, Corru
 fn apply_to(p: &mut Payment, event: &Event, at_ms: i64) -> Result<(), Corrupt> {
     match event {
         Event::Created { .. } => return Err(Corrupt("created twice".into())),
+        Event::RequestApplied { request } => {
+            if p.applied_requests.len() >= APPLIED_REQUESTS_MAX {
+                p.applied_requests.remove(0);
+            }
+            p.applied_requests.push(request.clone());
+        }
         Event::Authorized { provider_ref } => {
             // Only a charge's outcome authorises; a completion comes back only by `Uncaptured`.
             if !matches!(

@@ -53,6 +53,11 @@ pub struct OrderDeps {
     pub redrive_attempts_max: u32,
     /// Told whenever an append carried merchant events (the notifier delivers them).
     pub events_appended: Arc<tokio::sync::Notify>,
+    /// Other nodes may append to this order's journal (cluster mode): before deciding or
+    /// answering, the actor reads the journal's tail and catches up, so it never decides on a
+    /// state another node has moved past. Appends still carry the expected seq; a race lost
+    /// at the append is caught up and decided once more.
+    pub shared_journal: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +99,8 @@ pub struct Capture {
     pub merchant_id: String,
     pub amount: Option<Money>,
     pub settle: bool,
+    /// The request's name when it came with an Idempotency-Key (see `Command::Keyed`).
+    pub request: Option<String>,
 }
 
 #[derive(Message)]
@@ -101,6 +108,8 @@ pub struct Capture {
 pub struct Cancel {
     pub merchant_id: String,
     pub settle: bool,
+    /// The request's name when it came with an Idempotency-Key (see `Command::Keyed`).
+    pub request: Option<String>,
 }
 
 /// The card pre-authorisation commands that undo: `complete_revert` and `reversal`.
@@ -116,6 +125,8 @@ pub struct Undo {
     pub merchant_id: String,
     pub kind: UndoKind,
     pub settle: bool,
+    /// The request's name when it came with an Idempotency-Key (see `Command::Keyed`).
+    pub request: Option<String>,
 }
 
 #[derive(Message)]
@@ -192,6 +203,9 @@ pub struct PaymentOrder {
     /// Messages handed an address by the shard and not yet handled (the shard counts up, the
     /// handlers count down). An order never passivates while this is above zero.
     announced: Arc<AtomicUsize>,
+    /// An append of this order is on its way to the journal. Only one may be: each carries
+    /// the seq the previous one produced.
+    appending: bool,
 }
 
 impl PaymentOrder {
@@ -224,13 +238,21 @@ impl PaymentOrder {
             passivate_requested: false,
             passivated: false,
             announced: Arc::new(AtomicUsize::new(0)),
+            appending: false,
         }
     }
 }
 
 /// Rebuilds an order from its journal.
 pub fn replay(entries: &[JournalEntry]) -> Result<Option<Payment>, String> {
-    let mut state = None;
+    replay_onto(None, entries)
+}
+
+/// `state` with `entries` (the journal entries after its seq) applied.
+fn replay_onto(
+    mut state: Option<Payment>,
+    entries: &[JournalEntry],
+) -> Result<Option<Payment>, String> {
     for entry in entries {
         let event: Event = serde_json::from_str(&entry.body)
             .map_err(|e| format!("entry {} does not parse: {e}", entry.seq))?;
@@ -315,7 +337,8 @@ impl PaymentOrder {
     /// Something still needs this actor in memory: a channel call, a waiting caller, a re-drive.
     fn busy(&mut self) -> bool {
         self.waiters.retain(|(_, tx)| !tx.is_closed());
-        !self.in_flight.is_empty()
+        self.appending
+            || !self.in_flight.is_empty()
             || !self.waiters.is_empty()
             || self.redrive_scheduled
             || self.announced.load(Ordering::Acquire) > 0
@@ -334,8 +357,68 @@ impl PaymentOrder {
         }
     }
 
-    /// Decide, journal durably, adopt. Resolves to the new state.
+    /// Decide, journal durably, adopt. Resolves to the new state. With a shared journal the
+    /// actor first catches up with what other nodes appended, and a race lost at the append
+    /// (another node appended meanwhile) is caught up and decided once more.
     fn execute(
+        &mut self,
+        command: Command,
+    ) -> ResponseActFuture<Self, Result<Payment, OrderError>> {
+        if !self.deps.shared_journal || self.state.is_none() {
+            return self.decide_and_journal(command);
+        }
+        let again = command.clone();
+        let first = self.caught_up(move |act, _ctx| act.decide_and_journal(command));
+        Box::pin(first.then(move |result, act, _ctx| match result {
+            Err(OrderError::Conflict) => {
+                act.caught_up(move |act, _ctx| act.decide_and_journal(again))
+            }
+            other => ready(other),
+        }))
+    }
+
+    /// Reads the journal, adopts what other nodes appended past this actor's seq, then runs
+    /// `then`. A journal this actor cannot apply fails the call (and stops the actor, which
+    /// reloads on next use).
+    fn caught_up<T: 'static>(
+        &mut self,
+        then: impl FnOnce(
+            &mut Self,
+            &mut Context<Self>,
+        ) -> ResponseActFuture<Self, Result<T, OrderError>>
+        + 'static,
+    ) -> ResponseActFuture<Self, Result<T, OrderError>> {
+        let load = self.deps.store.load_journal(&self.id);
+        Box::pin(load.into_actor(self).then(move |loaded, act, ctx| {
+            let entries = match loaded {
+                Ok(entries) => entries,
+                Err(e) => {
+                    return ready(Err(OrderError::Unavailable(format!(
+                        "the journal could not be read: {e}"
+                    ))));
+                }
+            };
+            let seq = act.state.as_ref().map_or(0, |p| p.seq);
+            let newer: Vec<JournalEntry> = entries.into_iter().filter(|e| e.seq > seq).collect();
+            if !newer.is_empty() {
+                match replay_onto(act.state.take(), &newer) {
+                    Ok(state) => {
+                        act.state = state;
+                        act.settle_waiters();
+                    }
+                    Err(reason) => {
+                        tracing::error!(order_id = %act.id, %reason, "order cannot catch up");
+                        act.load_failed = true;
+                        ctx.stop();
+                        return ready(Err(OrderError::Internal(reason)));
+                    }
+                }
+            }
+            then(act, ctx)
+        }))
+    }
+
+    fn decide_and_journal(
         &mut self,
         command: Command,
     ) -> ResponseActFuture<Self, Result<Payment, OrderError>> {
@@ -354,6 +437,14 @@ impl PaymentOrder {
         &mut self,
         events: Vec<Event>,
     ) -> ResponseActFuture<Self, Result<Payment, OrderError>> {
+        if self.appending {
+            // Handlers that journal are atomic and outcomes arrive through the mailbox (see
+            // `PaymentOrder::outcome`), so this is a bug: refuse rather than race our own seq.
+            tracing::error!(order_id = %self.id, "a second append while one is in flight; refused");
+            return ready(Err(OrderError::Unavailable(
+                "the order is busy journaling; retry".into(),
+            )));
+        }
         let at_ms = self.deps.clock.now_ms();
         let expected_seq = self.state.as_ref().map_or(0, |p| p.seq);
         let mut next = self.state.clone();
@@ -392,38 +483,61 @@ impl PaymentOrder {
         };
         let raised_events = !append.events.is_empty();
         let write = self.deps.store.append(append);
-        Box::pin(
-            write
-                .into_actor(self)
-                .map(move |written, act, ctx| match written {
-                    Ok(()) => {
-                        if raised_events {
-                            act.deps.events_appended.notify_one();
-                        }
-                        act.state = Some(next.clone());
-                        act.start_channel_work(&events, ctx);
-                        act.settle_waiters();
-                        Ok(next)
-                    }
-                    Err(AppendError::DuplicateMerchantOrderId {
-                        existing_payment_id,
-                    }) => Err(OrderError::DuplicateMerchantOrderId {
-                        existing_payment_id,
-                    }),
-                    Err(AppendError::SeqConflict { .. }) => {
-                        // Another writer got there first: this copy is stale, reload on next use.
-                        ctx.stop();
-                        Err(OrderError::Conflict)
-                    }
-                    Err(AppendError::Store(StoreError::Overloaded)) => {
-                        Err(OrderError::Unavailable("the journal is overloaded".into()))
-                    }
-                    Err(AppendError::Store(e)) => {
-                        tracing::error!(order_id = %act.id, error = %e, "journal append failed");
-                        Err(OrderError::Unavailable("the journal is unavailable".into()))
-                    }
-                }),
-        )
+        self.appending = true;
+        Box::pin(write.into_actor(self).map(move |written, act, ctx| {
+            act.appending = false;
+            act.adopt_append(written, next, &events, raised_events, ctx)
+        }))
+    }
+
+    /// What a journal append's answer means for this order: on success the new state is
+    /// adopted and its channel work started.
+    fn adopt_append(
+        &mut self,
+        written: Result<(), AppendError>,
+        next: Payment,
+        events: &[Event],
+        raised_events: bool,
+        ctx: &mut Context<Self>,
+    ) -> Result<Payment, OrderError> {
+        match written {
+            Ok(()) => {
+                if raised_events {
+                    self.deps.events_appended.notify_one();
+                }
+                self.state = Some(next.clone());
+                self.start_channel_work(events, ctx);
+                self.settle_waiters();
+                Ok(next)
+            }
+            Err(AppendError::DuplicateMerchantOrderId {
+                existing_payment_id,
+            }) => Err(OrderError::DuplicateMerchantOrderId {
+                existing_payment_id,
+            }),
+            Err(AppendError::SeqConflict {
+                expected_seq,
+                current_seq,
+                ..
+            }) => {
+                tracing::warn!(order_id = %self.id, expected_seq, current_seq,
+                            "journal moved past this order's copy; not appended");
+                // Another writer got there first: this copy is stale. With a shared
+                // journal `execute` catches up and decides again; otherwise the
+                // actor reloads on next use.
+                if !self.deps.shared_journal {
+                    ctx.stop();
+                }
+                Err(OrderError::Conflict)
+            }
+            Err(AppendError::Store(StoreError::Overloaded)) => {
+                Err(OrderError::Unavailable("the journal is overloaded".into()))
+            }
+            Err(AppendError::Store(e)) => {
+                tracing::error!(order_id = %self.id, error = %e, "journal append failed");
+                Err(OrderError::Unavailable("the journal is unavailable".into()))
+            }
+        }
     }
 
     /// The reply to a command, with a receiver if the caller wants to wait for `settle`.
@@ -540,10 +654,13 @@ impl Handler<Create> for PaymentOrder {
 }
 
 impl PaymentOrder {
+    /// Runs a merchant's command and replies; a keyed command the order applied already
+    /// (a retry whose first answer was lost) is answered with the current state.
     fn command_reply(
         &mut self,
         merchant_id: &str,
         command: Command,
+        request: Option<String>,
         settle: Settle,
         wait: bool,
     ) -> AtomicResponse<Self, Reply> {
@@ -554,8 +671,21 @@ impl PaymentOrder {
         {
             return AtomicResponse::new(ready(err));
         }
+        let command = match request {
+            Some(request) => Command::Keyed {
+                request,
+                command: Box::new(command),
+            },
+            None => command,
+        };
         let done = self.execute(command).map(move |result, act, _ctx| {
-            let payment = result?;
+            let payment = match result {
+                Err(OrderError::Rejected(Rejection::AlreadyApplied)) => act
+                    .state
+                    .clone()
+                    .ok_or(OrderError::Rejected(Rejection::NotFound))?,
+                other => other?,
+            };
             Ok(act.reply(payment, settle, wait, None))
         });
         AtomicResponse::new(Box::pin(done))
@@ -570,6 +700,7 @@ impl Handler<Capture> for PaymentOrder {
         self.command_reply(
             &msg.merchant_id,
             Command::Capture { amount: msg.amount },
+            msg.request,
             Settle::Pending,
             msg.settle,
         )
@@ -584,6 +715,7 @@ impl Handler<Cancel> for PaymentOrder {
         self.command_reply(
             &msg.merchant_id,
             Command::Cancel,
+            msg.request,
             Settle::Pending,
             msg.settle,
         )
@@ -599,7 +731,13 @@ impl Handler<Undo> for PaymentOrder {
             UndoKind::CompleteRevert => Command::Uncapture,
             UndoKind::Reversal => Command::Reverse,
         };
-        self.command_reply(&msg.merchant_id, command, Settle::Pending, msg.settle)
+        self.command_reply(
+            &msg.merchant_id,
+            command,
+            msg.request,
+            Settle::Pending,
+            msg.settle,
+        )
     }
 }
 
@@ -637,17 +775,35 @@ impl Handler<RefundPayment> for PaymentOrder {
 }
 
 impl Handler<Get> for PaymentOrder {
-    type Result = Result<Payment, OrderError>;
+    type Result = AtomicResponse<Self, Result<Payment, OrderError>>;
 
     fn handle(&mut self, msg: Get, _ctx: &mut Context<Self>) -> Self::Result {
         self.arrived();
-        if let Some(err) = self.unavailable() {
-            return Err(err);
+        let answer = move |act: &mut Self| -> Result<Payment, OrderError> {
+            if let Some(err) = act.unavailable() {
+                return Err(err);
+            }
+            if let Some(merchant_id) = &msg.merchant_id {
+                act.check_owner(merchant_id)?;
+            }
+            act.state.clone().ok_or(Rejection::NotFound.into())
+        };
+        if !self.deps.shared_journal || self.state.is_none() {
+            return AtomicResponse::new(ready(answer(self)));
         }
-        if let Some(merchant_id) = &msg.merchant_id {
-            self.check_owner(merchant_id)?;
-        }
-        self.state.clone().ok_or(Rejection::NotFound.into())
+        AtomicResponse::new(self.caught_up(move |act, _ctx| ready(answer(act))))
+    }
+}
+
+impl PaymentOrder {
+    /// Hands a channel's answer to this order through its own mailbox. Not `ctx.notify`:
+    /// actix 0.13 polls notified messages in the same turn as a mailbox message that has just
+    /// started an atomic handler (its wait is merged only after the spawned items ran), so a
+    /// notified outcome could journal beside a command and lose the seq race. The mailbox is
+    /// only read while no atomic handler is waiting.
+    fn outcome(&self, outcome: Outcome, ctx: &mut Context<Self>) {
+        // A stopping order drops it; the next activation re-drives what the channel owes.
+        ctx.address().do_send(outcome);
     }
 }
 
@@ -784,9 +940,10 @@ impl Handler<Confirm> for PaymentOrder {
             asked
                 .into_actor(self)
                 .map(move |answer, act, ctx| match answer {
-                    Ok(outcome) => {
-                        ctx.notify(Outcome(Command::ChargeOutcome(outcome), Some(answered)))
-                    }
+                    Ok(outcome) => act.outcome(
+                        Outcome(Command::ChargeOutcome(outcome), Some(answered)),
+                        ctx,
+                    ),
                     Err(error) => act.on_answer(Err(error), ctx),
                 }),
         );

@@ -18,6 +18,9 @@
 //!   calls that name a merchant, per merchant (`merchant_rate_per_s`). A call waits at most
 //!   `rate_wait_ms_max` for its permit, then fails with [`ChannelError::RateLimitedLocally`]
 //!   (nothing sent).
+//!   A cluster-wide limit ([`crate::SharedLimiter`], attached with
+//!   [`ChannelAdapter::share_rate_limits`]) is asked after the local permits, within the same
+//!   bound.
 //! * **Bulkhead**: at most `inflight_max` calls hold a permit; one more is refused at once with
 //!   [`ChannelError::Overloaded`] (nothing sent). The permit is held across retries.
 //! * **Timeout**: each attempt (connect, send, read the whole answer) is bounded by
@@ -76,7 +79,7 @@ use crate::breaker::{Admission, Breaker, BreakerState, CallOutcome};
 use crate::card::signature;
 use crate::card::transformers::error_code;
 use crate::error::{AdapterConfigError, ChannelError};
-use crate::limiter::RateLimits;
+use crate::limiter::{RateLimits, SharedLimiter};
 use crate::secret::Secret;
 
 mod config;
@@ -259,6 +262,13 @@ impl ChannelAdapter {
             merchant: self.merchant.clone(),
             prepaid: true,
         })
+    }
+
+    /// Attaches a cluster-wide rate limit every node calling this channel shares, asked after
+    /// the local permits (see `limiter.rs`). Every handle on this adapter uses it; `false` if one
+    /// was attached already (it stays).
+    pub fn share_rate_limits(&self, limiter: Arc<dyn SharedLimiter>) -> bool {
+        self.inner.limits.share(limiter)
     }
 
     /// The merchant this handle's calls are limited as, if any.

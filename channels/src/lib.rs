@@ -14,7 +14,7 @@
 //!   [`ChannelAdapter::health`] is what operators see of a channel.
 //! * [`breaker`]: the circuit breaker, a pure state machine over injected time.
 //! * `limiter.rs`: the channel's and its merchants' rate limits (`governor`), with a bounded
-//!   wait.
+//!   wait, and the hook for a cluster-wide limit ([`SharedLimiter`]).
 //! * One module per channel protocol, each a thin translator between domain types and its wire
 //!   format: [`card`] (JSON, minor units, `Sandbox-Signature`) with its wire types in
 //!   `card/transformers.rs`; the asynchronous channels [`qr_wallet`] (Alipay-style signed
@@ -82,6 +82,7 @@ pub use card::{
 };
 pub use error::{AdapterConfigError, CardDataError, ChannelError};
 pub use inbound::{ASYNC_CHANNELS, InboundError};
+pub use limiter::{SharedCheck, SharedLimiter, SharedVerdict};
 pub use outcome::{AsyncPayment, AsyncPaymentRequest, AsyncStatus, LookupOutcome};
 pub use qr_wallet::QrWalletChannel;
 pub use sandbox::{SandboxConfig, SandboxError, SandboxHandle};

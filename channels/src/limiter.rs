@@ -23,10 +23,18 @@
 //!   (`retain_recent`); if that is not enough, the merchant limit is skipped (the channel limit
 //!   still holds) and a warning is logged.
 //!
+//! * A [`SharedLimiter`] (a cluster-wide limit every node shares; Kassa's lives in Redis) may be
+//!   attached once. It is asked after the local permits, within the same bound: "wait N ms" that
+//!   fits the time left is slept and asked again; one that does not fails like the local limit.
+//!   A shared limiter that cannot answer leaves the local limits alone in charge.
+//!
 //! Time: governor's clock is used for its decisions, tokio's timers for the sleeps.
 
+use std::future::Future;
 use std::num::NonZeroU32;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
@@ -46,6 +54,30 @@ type DirectLimiter =
     RateLimiter<NotKeyed, InMemoryState, DefaultClock, NoOpMiddleware<GovernorInstant>>;
 type KeyedLimiter =
     RateLimiter<String, DashMapStateStore<String>, DefaultClock, NoOpMiddleware<GovernorInstant>>;
+
+/// What a [`SharedLimiter`] says about one call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SharedVerdict {
+    /// A permit was taken: the call may go.
+    Admitted,
+    /// No permit now; the next one is expected in `wait_ms` (at least 1).
+    Wait { wait_ms: u64 },
+    /// The shared limit could not be asked (its store is unreachable): the local limits alone
+    /// decide.
+    Unavailable,
+}
+
+/// The future of one [`SharedLimiter::check`].
+pub type SharedCheck<'a> = Pin<Box<dyn Future<Output = SharedVerdict> + Send + 'a>>;
+
+/// A rate limit one channel shares with every node calling it (Kassa's: GCRA in Redis), asked
+/// after the local permits. Implementations bound their own latency and answer
+/// [`SharedVerdict::Unavailable`] rather than fail.
+pub trait SharedLimiter: Send + Sync {
+    /// Takes one permit of the channel's shared limit and, when `merchant` is given and the
+    /// channel limits merchants, one of that merchant's: both or neither.
+    fn check<'a>(&'a self, merchant: Option<&'a str>) -> SharedCheck<'a>;
+}
 
 /// The settings of [`RateLimits`], already checked by `AdapterConfig::validate`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +102,8 @@ pub(crate) struct RateLimits {
     wait_max: Duration,
     /// The time between two cells of the channel limit.
     interval: Duration,
+    /// The cluster-wide limit, once attached.
+    shared: OnceLock<Arc<dyn SharedLimiter>>,
 }
 
 impl RateLimits {
@@ -94,17 +128,49 @@ impl RateLimits {
             waiting_max,
             wait_max: Duration::from_millis(settings.wait_ms_max),
             interval: quota.replenish_interval(),
+            shared: OnceLock::new(),
         }
     }
 
+    /// Attaches the cluster-wide limit; `false` if one was attached already (it stays).
+    pub(crate) fn share(&self, limiter: Arc<dyn SharedLimiter>) -> bool {
+        self.shared.set(limiter).is_ok()
+    }
+
     /// Waits (at most `rate_wait_ms_max` in all) for a permit of the merchant's limit, when
-    /// there is one and `merchant` is given, then of the channel's.
+    /// there is one and `merchant` is given, then of the channel's, then of the shared limit.
     pub(crate) async fn acquire(&self, merchant: Option<&str>) -> Result<(), ChannelError> {
         let deadline = Instant::now() + self.wait_max;
         if let (Some(limiter), Some(merchant)) = (&self.merchants, merchant) {
             self.acquire_merchant(limiter, merchant, deadline).await?;
         }
-        self.acquire_channel(deadline).await
+        self.acquire_channel(deadline).await?;
+        self.acquire_shared(merchant, deadline).await
+    }
+
+    /// Asks the shared limit (if attached) until it admits, sleeping the waits it names while
+    /// they fit before `deadline`.
+    async fn acquire_shared(
+        &self,
+        merchant: Option<&str>,
+        deadline: Instant,
+    ) -> Result<(), ChannelError> {
+        let Some(shared) = self.shared.get() else {
+            return Ok(());
+        };
+        loop {
+            let wait_ms = match shared.check(merchant).await {
+                SharedVerdict::Admitted | SharedVerdict::Unavailable => return Ok(()),
+                SharedVerdict::Wait { wait_ms } => wait_ms.max(1),
+            };
+            let wait = Duration::from_millis(wait_ms);
+            if Instant::now() + wait > deadline {
+                return Err(ChannelError::RateLimitedLocally {
+                    retry_after_ms: wait_ms,
+                });
+            }
+            tokio::time::sleep(wait).await;
+        }
     }
 
     async fn acquire_merchant(
@@ -280,6 +346,77 @@ mod tests {
         let waited = started.elapsed();
         assert!(waited >= Duration::from_millis(10), "{waited:?}");
         assert!(waited < Duration::from_millis(100), "{waited:?}");
+    }
+
+    /// A shared limit that answers from a script, then admits; it records what it was asked.
+    struct Scripted {
+        answers: parking_lot::Mutex<Vec<SharedVerdict>>,
+        asked: parking_lot::Mutex<Vec<Option<String>>>,
+    }
+
+    impl Scripted {
+        fn new(answers: &[SharedVerdict]) -> Arc<Self> {
+            let mut answers = answers.to_vec();
+            answers.reverse();
+            Arc::new(Self {
+                answers: parking_lot::Mutex::new(answers),
+                asked: parking_lot::Mutex::new(Vec::new()),
+            })
+        }
+    }
+
+    impl SharedLimiter for Scripted {
+        fn check<'a>(&'a self, merchant: Option<&'a str>) -> SharedCheck<'a> {
+            self.asked.lock().push(merchant.map(str::to_owned));
+            let verdict = self.answers.lock().pop().unwrap_or(SharedVerdict::Admitted);
+            Box::pin(async move { verdict })
+        }
+    }
+
+    #[tokio::test]
+    async fn the_shared_limit_is_asked_after_the_local_one_and_its_wait_is_slept() {
+        let limits = RateLimits::new(settings(1_000, 10, 200));
+        let shared = Scripted::new(&[SharedVerdict::Wait { wait_ms: 20 }]);
+        assert!(limits.share(shared.clone()));
+        assert!(!limits.share(Scripted::new(&[])), "attached once");
+        let started = std::time::Instant::now();
+        assert_eq!(limits.acquire(Some("mch_a")).await, Ok(()));
+        assert!(started.elapsed() >= Duration::from_millis(20));
+        assert_eq!(
+            *shared.asked.lock(),
+            [Some("mch_a".into()), Some("mch_a".into())]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_shared_wait_past_the_bound_fails_like_the_local_limit() {
+        let limits = RateLimits::new(settings(1_000, 10, 50));
+        limits.share(Scripted::new(&[SharedVerdict::Wait { wait_ms: 700 }]));
+        let started = std::time::Instant::now();
+        assert_eq!(
+            limits.acquire(None).await,
+            Err(ChannelError::RateLimitedLocally {
+                retry_after_ms: 700
+            })
+        );
+        assert!(started.elapsed() < Duration::from_millis(50), "fails fast");
+    }
+
+    #[tokio::test]
+    async fn an_unavailable_shared_limit_leaves_the_local_one_in_charge() {
+        let limits = RateLimits::new(settings(1, 1, 0));
+        let shared = Scripted::new(&[SharedVerdict::Unavailable, SharedVerdict::Unavailable]);
+        limits.share(shared.clone());
+        assert_eq!(limits.acquire(None).await, Ok(()));
+        assert!(matches!(
+            limits.acquire(None).await,
+            Err(ChannelError::RateLimitedLocally { .. })
+        ));
+        assert_eq!(
+            shared.asked.lock().len(),
+            1,
+            "a local refusal never reaches it"
+        );
     }
 
     #[tokio::test]

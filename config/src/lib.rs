@@ -12,8 +12,10 @@
 //! Every key can be overridden from the environment: the variable is `KASSA_`
 //! followed by the key's path in upper case, joined by `_`
 //! (`http.addr` → `KASSA_HTTP_ADDR`, `channels.card.request_timeout_ms` →
-//! `KASSA_CHANNELS_CARD_REQUEST_TIMEOUT_MS`). `KASSA_DATA_DIR` is a short alias
-//! of `KASSA_STORE_DATA_DIR`.
+//! `KASSA_CHANNELS_CARD_REQUEST_TIMEOUT_MS`). Short aliases: `KASSA_DATA_DIR` for
+//! `KASSA_STORE_DATA_DIR`, `KASSA_AMQP_URL` for `KASSA_NOTIFICATIONS_RABBITMQ_URL`, `KASSA_POSTGRES_URL` for
+//! `postgres.url`, `KASSA_REDIS_URL` for `redis.url`. `KASSA_MODE=cluster` runs on PostgreSQL,
+//! with Redis as a shared cache and rate limiter.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -40,8 +42,15 @@ pub enum ConfigError {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
+    /// `embedded` (SQLite in `store.data_dir`) or `cluster` (PostgreSQL at `postgres.url`,
+    /// shared by several nodes).
+    pub mode: Mode,
     pub http: HttpSettings,
     pub store: StoreSettings,
+    /// The shared store in cluster mode.
+    pub postgres: PostgresSettings,
+    /// Cluster mode's shared cache and coordination (idempotency, rate limits); never the truth.
+    pub redis: RedisSettings,
     pub admin: AdminSettings,
     pub payments: PaymentSettings,
     pub idempotency: IdempotencySettings,
@@ -49,6 +58,112 @@ pub struct Settings {
     pub sandbox: SandboxSettings,
     pub channels: ChannelSettings,
     pub notifications: NotificationSettings,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// One node: SQLite under `store.data_dir`.
+    #[default]
+    Embedded,
+    /// Several nodes on one PostgreSQL database (`postgres.*`).
+    Cluster,
+}
+
+/// The PostgreSQL store (cluster mode). The group-commit bounds are `store.*`'s.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostgresSettings {
+    /// `postgres://user[:password]@host[:port]/database` (`KASSA_POSTGRES_URL` for short).
+    pub url: String,
+    /// The schema Kassa's tables live in (created if missing).
+    pub schema: String,
+    /// Read connections per node.
+    pub pool_size_max: usize,
+    /// The longest one statement may run, lock waits included.
+    pub statement_timeout_ms: u64,
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for PostgresSettings {
+    fn default() -> Self {
+        Self {
+            url: "postgres://postgres@127.0.0.1:5432/kassa".into(),
+            schema: "kassa".into(),
+            pool_size_max: 16,
+            statement_timeout_ms: 10_000,
+            connect_timeout_ms: 5_000,
+        }
+    }
+}
+
+impl std::fmt::Debug for PostgresSettings {
+    /// The URL's password is not shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresSettings")
+            .field("url", &redact_url(&self.url))
+            .field("schema", &self.schema)
+            .field("pool_size_max", &self.pool_size_max)
+            .field("statement_timeout_ms", &self.statement_timeout_ms)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .finish()
+    }
+}
+
+/// Redis in cluster mode: in-flight idempotency locks, a cache of finished responses, and the
+/// channels' cluster-wide rate limits. Never the source of truth: when it cannot be reached,
+/// Kassa goes on with the store and its local limits.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisSettings {
+    /// `redis://[user[:password]@]host[:port][/db]` (`KASSA_REDIS_URL` for short).
+    pub url: String,
+    /// Every key Kassa writes starts with `{key_prefix}:`; several installations (or test runs)
+    /// share a Redis under different prefixes.
+    pub key_prefix: String,
+    /// The longest one command may take; past it the command counts as failed (and Kassa falls
+    /// back until Redis answers again).
+    pub command_timeout_ms: u64,
+    /// The longest one connection attempt may take.
+    pub connect_timeout_ms: u64,
+    /// The longest wait between attempts to reach Redis again (the reconnect backoff's cap and
+    /// the health probe's period).
+    pub reconnect_ms_max: u64,
+    /// How long a finished response stays in the replay cache (at most `idempotency.retention_h`).
+    pub idempotency_cache_ttl_ms: u64,
+    /// The lifetime of the cluster-wide lock on an `Idempotency-Key` in progress. Its node
+    /// renews it every third of this while the request runs, so after a crash the key is free
+    /// again within this time (at least 3 × `command_timeout_ms`).
+    pub inflight_lock_ms: u64,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379".into(),
+            key_prefix: "kassa".into(),
+            command_timeout_ms: 250,
+            connect_timeout_ms: 1_000,
+            reconnect_ms_max: 2_000,
+            idempotency_cache_ttl_ms: 3_600_000,
+            inflight_lock_ms: 5_000,
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisSettings {
+    /// The URL's password is not shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("url", &redact_url(&self.url))
+            .field("key_prefix", &self.key_prefix)
+            .field("command_timeout_ms", &self.command_timeout_ms)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("reconnect_ms_max", &self.reconnect_ms_max)
+            .field("idempotency_cache_ttl_ms", &self.idempotency_cache_ttl_ms)
+            .field("inflight_lock_ms", &self.inflight_lock_ms)
+            .finish()
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -307,12 +422,108 @@ pub struct NotificationSettings {
     pub webhook_timeout_ms: u64,
     /// Attempts in flight to one endpoint at once.
     pub endpoint_inflight_max: usize,
-    /// Attempts in flight to all endpoints at once.
+    /// Attempts in flight to all endpoints at once (with RabbitMQ, also the consumer's
+    /// prefetch: messages held unacknowledged).
     pub inflight_max: usize,
     /// The longest a due delivery waits when no wake-up came.
     pub poll_interval_ms: u64,
     /// Due deliveries read per scan.
     pub batch_max: u32,
+    /// How deliveries travel: `embedded` (the outbox table and timers in this process) or
+    /// `rabbitmq` (the outbox relayed to a broker; retries wait in its delay queues).
+    pub transport: NotificationTransport,
+    /// The broker, when `transport = "rabbitmq"`.
+    pub rabbitmq: RabbitMqSettings,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NotificationTransport {
+    #[default]
+    Embedded,
+    Rabbitmq,
+}
+
+impl NotificationTransport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotificationTransport::Embedded => "embedded",
+            NotificationTransport::Rabbitmq => "rabbitmq",
+        }
+    }
+}
+
+/// The RabbitMQ transport of the notifier: where the broker is, what its queues are called,
+/// and the bounds of each queue (every queue Kassa declares has one).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RabbitMqSettings {
+    /// `amqp://user:password@host:port/vhost` (`KASSA_AMQP_URL` for short).
+    pub url: String,
+    /// Exchanges and queues are named `{prefix}.…`; several Kassa installations (or test runs)
+    /// share a broker under different prefixes.
+    pub prefix: String,
+    /// Messages the work queue may hold; past it the relay leaves events in the outbox.
+    pub work_queue_length_max: u64,
+    /// Messages each delay queue may hold; a retry refused by a full one waits in the outbox.
+    pub delay_queue_length_max: u64,
+    /// Dead letters kept in the final dead-letter queue (oldest dropped first; the store keeps
+    /// every dead delivery regardless).
+    pub dead_letter_queue_length_max: u64,
+    /// A message for an endpoint already at `endpoint_inflight_max` goes back through a delay
+    /// queue of this many ms instead of holding a consumer slot.
+    pub endpoint_busy_delay_ms: u64,
+    /// Reconnect backoff: from `reconnect_ms_min`, doubling, up to `reconnect_ms_max`.
+    pub reconnect_ms_min: u64,
+    pub reconnect_ms_max: u64,
+    /// The longest one publish waits for the broker's confirm.
+    pub confirm_timeout_ms: u64,
+}
+
+impl Default for RabbitMqSettings {
+    fn default() -> Self {
+        Self {
+            url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            prefix: "kassa".into(),
+            work_queue_length_max: 1_000_000,
+            delay_queue_length_max: 1_000_000,
+            dead_letter_queue_length_max: 100_000,
+            endpoint_busy_delay_ms: 1_000,
+            reconnect_ms_min: 100,
+            reconnect_ms_max: 5_000,
+            confirm_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl std::fmt::Debug for RabbitMqSettings {
+    /// The URL's credentials are not shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RabbitMqSettings")
+            .field("url", &redact_url(&self.url))
+            .field("prefix", &self.prefix)
+            .field("work_queue_length_max", &self.work_queue_length_max)
+            .field("delay_queue_length_max", &self.delay_queue_length_max)
+            .field(
+                "dead_letter_queue_length_max",
+                &self.dead_letter_queue_length_max,
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// `scheme://user:***@host/…`: a URL fit for a log line (no password).
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "***".into();
+    };
+    match rest.rsplit_once('@') {
+        Some((credentials, host)) => {
+            let user = credentials.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => url.to_string(),
+    }
 }
 
 impl Default for NotificationSettings {
@@ -329,6 +540,8 @@ impl Default for NotificationSettings {
             inflight_max: 256,
             poll_interval_ms: 1_000,
             batch_max: 200,
+            transport: NotificationTransport::Embedded,
+            rabbitmq: RabbitMqSettings::default(),
         }
     }
 }

@@ -3,10 +3,21 @@
 use crate::ConfigError;
 
 /// Aliases kept short because operators type them most.
-const ALIASES: &[(&str, &str)] = &[("KASSA_DATA_DIR", "store.data_dir")];
+const ALIASES: &[(&str, &str)] = &[
+    ("KASSA_DATA_DIR", "store.data_dir"),
+    ("KASSA_AMQP_URL", "notifications.rabbitmq.url"),
+    ("KASSA_POSTGRES_URL", "postgres.url"),
+    ("KASSA_REDIS_URL", "redis.url"),
+];
 
 /// Variables that are not settings (read elsewhere) and must not be reported as unknown.
-const NOT_SETTINGS: &[&str] = &["KASSA_LOG", "KASSA_BIN", "KASSA_CONFIG", "KASSA_URL"];
+const NOT_SETTINGS: &[&str] = &[
+    "KASSA_LOG",
+    "KASSA_BIN",
+    "KASSA_CONFIG",
+    "KASSA_URL",
+    "KASSA_MASTER_KEY",
+];
 
 /// Merge `from` into `into`; every key in `from` must exist in `into` (the defaults).
 pub(crate) fn merge(

@@ -251,3 +251,193 @@ fn notifications_override_from_env_and_name_bad_keys() {
         assert!(err.contains(key), "{var}={value}: {err}");
     }
 }
+
+#[test]
+fn the_rabbitmq_transport_is_chosen_by_env_and_its_url_never_printed() {
+    let s = Settings::load(
+        None,
+        env(&[
+            ("KASSA_NOTIFICATIONS_TRANSPORT", "rabbitmq"),
+            ("KASSA_AMQP_URL", "amqp://kassa:hunter2@10.0.0.5:5672/%2f"),
+            ("KASSA_NOTIFICATIONS_RABBITMQ_PREFIX", "kassa-test-1"),
+        ]),
+    )
+    .expect("valid");
+    assert_eq!(s.notifications.transport, NotificationTransport::Rabbitmq);
+    assert_eq!(s.notifications.rabbitmq.prefix, "kassa-test-1");
+    assert_eq!(
+        s.notifications.rabbitmq.url,
+        "amqp://kassa:hunter2@10.0.0.5:5672/%2f"
+    );
+    let shown = format!("{s:?}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(
+        shown.contains("amqp://kassa:***@10.0.0.5:5672/%2f"),
+        "{shown}"
+    );
+
+    let bad = Settings::load(None, env(&[("KASSA_NOTIFICATIONS_TRANSPORT", "kafka")]));
+    assert!(bad.is_err());
+    let bad = Settings::load(
+        None,
+        env(&[("KASSA_NOTIFICATIONS_RABBITMQ_PREFIX", "has space")]),
+    );
+    let error = bad.expect_err("a prefix with a space").to_string();
+    assert!(error.contains("notifications.rabbitmq.prefix"), "{error}");
+}
+
+#[test]
+fn cluster_mode_needs_postgres_and_the_broker_transport() {
+    let s = Settings::load(
+        None,
+        env(&[
+            ("KASSA_MODE", "cluster"),
+            (
+                "KASSA_POSTGRES_URL",
+                "postgres://kassa:s3cret@10.0.0.7:5432/payments",
+            ),
+            ("KASSA_NOTIFICATIONS_TRANSPORT", "rabbitmq"),
+        ]),
+    )
+    .expect("valid");
+    assert_eq!(s.mode, Mode::Cluster);
+    assert_eq!(
+        s.postgres.url,
+        "postgres://kassa:s3cret@10.0.0.7:5432/payments"
+    );
+    assert!(!format!("{s:?}").contains("s3cret"));
+
+    let embedded_transport = Settings::load(None, env(&[("KASSA_MODE", "cluster")]));
+    let error = embedded_transport
+        .expect_err("embedded transport in a cluster")
+        .to_string();
+    assert!(error.contains("notifications.transport"), "{error}");
+    let bad_schema = Settings::load(
+        None,
+        env(&[
+            ("KASSA_MODE", "cluster"),
+            ("KASSA_NOTIFICATIONS_TRANSPORT", "rabbitmq"),
+            ("KASSA_POSTGRES_SCHEMA", "Robert'); DROP"),
+        ]),
+    );
+    let error = bad_schema
+        .expect_err("a schema that is no identifier")
+        .to_string();
+    assert!(error.contains("postgres.schema"), "{error}");
+    // Embedded mode ignores the postgres section.
+    assert!(Settings::load(None, env(&[("KASSA_POSTGRES_URL", "nonsense")])).is_ok());
+}
+
+/// The environment of a valid cluster, plus `extra`.
+fn cluster_env(extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut pairs = vec![
+        ("KASSA_MODE", "cluster"),
+        ("KASSA_NOTIFICATIONS_TRANSPORT", "rabbitmq"),
+    ];
+    pairs.extend_from_slice(extra);
+    env(&pairs)
+}
+
+#[test]
+fn redis_defaults_are_local_with_bounds_in_their_units() {
+    let s = Settings::load(None, cluster_env(&[])).expect("the defaults make a valid cluster");
+    let r = &s.redis;
+    assert_eq!(r.url, "redis://127.0.0.1:6379");
+    assert_eq!(r.key_prefix, "kassa");
+    assert_eq!(r.command_timeout_ms, 250);
+    assert_eq!(r.connect_timeout_ms, 1_000);
+    assert_eq!(r.reconnect_ms_max, 2_000);
+    assert_eq!(r.idempotency_cache_ttl_ms, 3_600_000);
+    assert_eq!(r.inflight_lock_ms, 5_000);
+}
+
+#[test]
+fn redis_overrides_from_env_and_its_url_is_never_printed() {
+    let s = Settings::load(
+        None,
+        cluster_env(&[
+            ("KASSA_REDIS_URL", "redis://kassa:hunter2@10.0.0.9:6380/2"),
+            ("KASSA_REDIS_KEY_PREFIX", "kassa-test-7"),
+            ("KASSA_REDIS_COMMAND_TIMEOUT_MS", "80"),
+            ("KASSA_REDIS_IDEMPOTENCY_CACHE_TTL_MS", "60000"),
+            ("KASSA_REDIS_INFLIGHT_LOCK_MS", "90000"),
+        ]),
+    )
+    .expect("valid");
+    assert_eq!(s.redis.url, "redis://kassa:hunter2@10.0.0.9:6380/2");
+    assert_eq!(s.redis.key_prefix, "kassa-test-7");
+    assert_eq!(s.redis.command_timeout_ms, 80);
+    assert_eq!(s.redis.idempotency_cache_ttl_ms, 60_000);
+    assert_eq!(s.redis.inflight_lock_ms, 90_000);
+    let shown = format!("{s:?}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(
+        shown.contains("redis://kassa:***@10.0.0.9:6380/2"),
+        "{shown}"
+    );
+    // Redis' own habit: a password with no user name.
+    let s = Settings::load(
+        None,
+        cluster_env(&[("KASSA_REDIS_URL", "redis://:hunter2@10.0.0.9")]),
+    )
+    .expect("valid");
+    assert!(!format!("{s:?}").contains("hunter2"));
+}
+
+#[test]
+fn cluster_mode_needs_a_redis_url_and_sane_redis_bounds() {
+    for (var, value, key) in [
+        ("KASSA_REDIS_URL", "http://127.0.0.1:6379", "redis.url"),
+        ("KASSA_REDIS_URL", "", "redis.url"),
+        ("KASSA_REDIS_KEY_PREFIX", "has space", "redis.key_prefix"),
+        ("KASSA_REDIS_KEY_PREFIX", "", "redis.key_prefix"),
+        (
+            "KASSA_REDIS_COMMAND_TIMEOUT_MS",
+            "0",
+            "redis.command_timeout_ms",
+        ),
+        (
+            "KASSA_REDIS_CONNECT_TIMEOUT_MS",
+            "0",
+            "redis.connect_timeout_ms",
+        ),
+        (
+            "KASSA_REDIS_RECONNECT_MS_MAX",
+            "0",
+            "redis.reconnect_ms_max",
+        ),
+        (
+            "KASSA_REDIS_IDEMPOTENCY_CACHE_TTL_MS",
+            "0",
+            "redis.idempotency_cache_ttl_ms",
+        ),
+        (
+            // Longer than the 24 h the store keeps a key.
+            "KASSA_REDIS_IDEMPOTENCY_CACHE_TTL_MS",
+            "86400001",
+            "redis.idempotency_cache_ttl_ms",
+        ),
+        (
+            // Shorter than three command timeouts (250 ms by default): renewals could not land.
+            "KASSA_REDIS_INFLIGHT_LOCK_MS",
+            "700",
+            "redis.inflight_lock_ms",
+        ),
+    ] {
+        let err = Settings::load(None, cluster_env(&[(var, value)]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(key), "{var}={value}: {err}");
+    }
+    // A shorter command timeout allows a shorter lock.
+    Settings::load(
+        None,
+        cluster_env(&[
+            ("KASSA_REDIS_COMMAND_TIMEOUT_MS", "100"),
+            ("KASSA_REDIS_INFLIGHT_LOCK_MS", "300"),
+        ]),
+    )
+    .expect("a lock of three command timeouts");
+    // Embedded mode never connects to Redis and ignores its section.
+    assert!(Settings::load(None, env(&[("KASSA_REDIS_URL", "nonsense")])).is_ok());
+}

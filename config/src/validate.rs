@@ -29,7 +29,80 @@ fn positive(key: &str, value: u64) -> Result<(), ConfigError> {
     }
 }
 
+fn check_cluster(s: &Settings) -> Result<(), ConfigError> {
+    if s.mode != crate::Mode::Cluster {
+        return Ok(());
+    }
+    let p = &s.postgres;
+    if !(p.url.starts_with("postgres://") || p.url.starts_with("postgresql://")) {
+        return Err(invalid(
+            "postgres.url",
+            "must be a postgres:// URL in cluster mode (KASSA_POSTGRES_URL)",
+        ));
+    }
+    let identifier = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_';
+    if p.schema.is_empty()
+        || p.schema.len() > 63
+        || p.schema.starts_with(|c: char| c.is_ascii_digit())
+        || !p.schema.chars().all(identifier)
+    {
+        return Err(invalid(
+            "postgres.schema",
+            "must be a lower-case identifier ([a-z_][a-z0-9_]*, at most 63 bytes)",
+        ));
+    }
+    positive("postgres.pool_size_max", p.pool_size_max as u64)?;
+    positive("postgres.statement_timeout_ms", p.statement_timeout_ms)?;
+    positive("postgres.connect_timeout_ms", p.connect_timeout_ms)?;
+    if s.notifications.transport != crate::NotificationTransport::Rabbitmq {
+        return Err(invalid(
+            "notifications.transport",
+            "must be rabbitmq in cluster mode (KASSA_NOTIFICATIONS_TRANSPORT=rabbitmq): \
+             with the embedded transport every node would scan and send the same outbox",
+        ));
+    }
+    check_redis(s)
+}
+
+/// Redis is checked in cluster mode only (embedded mode never connects to it).
+fn check_redis(s: &Settings) -> Result<(), ConfigError> {
+    let r = &s.redis;
+    if !r.url.starts_with("redis://") {
+        return Err(invalid(
+            "redis.url",
+            "must be a redis:// URL in cluster mode (KASSA_REDIS_URL)",
+        ));
+    }
+    let name_ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if r.key_prefix.is_empty() || r.key_prefix.len() > 100 || !r.key_prefix.chars().all(name_ok) {
+        return Err(invalid(
+            "redis.key_prefix",
+            "must be 1 to 100 letters, digits, '-', '_' or '.'",
+        ));
+    }
+    positive("redis.command_timeout_ms", r.command_timeout_ms)?;
+    positive("redis.connect_timeout_ms", r.connect_timeout_ms)?;
+    positive("redis.reconnect_ms_max", r.reconnect_ms_max)?;
+    positive("redis.idempotency_cache_ttl_ms", r.idempotency_cache_ttl_ms)?;
+    let retention_ms = s.idempotency.retention_h.saturating_mul(3_600_000);
+    if r.idempotency_cache_ttl_ms > retention_ms {
+        return Err(invalid(
+            "redis.idempotency_cache_ttl_ms",
+            "must not exceed idempotency.retention_h (a cached response must not outlive its record)",
+        ));
+    }
+    if r.inflight_lock_ms < r.command_timeout_ms.saturating_mul(3) {
+        return Err(invalid(
+            "redis.inflight_lock_ms",
+            "must be at least 3 × redis.command_timeout_ms (the lock is renewed every third of \
+             its lifetime, and a renewal may take a whole command timeout)",
+        ));
+    }
+    Ok(())
+}
+
 pub(crate) fn check(s: &Settings) -> Result<(), ConfigError> {
+    check_cluster(s)?;
     let http = socket_addr("http.addr", &s.http.addr)?;
     socket_addr("sandbox.addr", &s.sandbox.addr)?;
     if !http.ip().is_loopback() && s.admin.token.is_empty() {
@@ -158,6 +231,13 @@ fn check_notifications(n: &crate::NotificationSettings) -> Result<(), ConfigErro
         n.endpoint_inflight_max as u64,
     )?;
     positive("notifications.inflight_max", n.inflight_max as u64)?;
+    if n.inflight_max > usize::from(u16::MAX) {
+        // Also the RabbitMQ consumer's prefetch, a 16-bit count.
+        return Err(invalid(
+            "notifications.inflight_max",
+            format!("must be at most {}", u16::MAX),
+        ));
+    }
     if n.endpoint_inflight_max > n.inflight_max {
         return Err(invalid(
             "notifications.endpoint_inflight_max",
@@ -166,6 +246,36 @@ fn check_notifications(n: &crate::NotificationSettings) -> Result<(), ConfigErro
     }
     positive("notifications.poll_interval_ms", n.poll_interval_ms)?;
     positive("notifications.batch_max", u64::from(n.batch_max))?;
+    check_rabbitmq(&n.rabbitmq)
+}
+
+fn check_rabbitmq(r: &crate::RabbitMqSettings) -> Result<(), ConfigError> {
+    let key = |field: &str| format!("notifications.rabbitmq.{field}");
+    if !(r.url.starts_with("amqp://") || r.url.starts_with("amqps://")) {
+        return Err(invalid(&key("url"), "must be an amqp:// or amqps:// URL"));
+    }
+    let name_ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if r.prefix.is_empty() || r.prefix.len() > 100 || !r.prefix.chars().all(name_ok) {
+        return Err(invalid(
+            &key("prefix"),
+            "must be 1 to 100 letters, digits, '-', '_' or '.'",
+        ));
+    }
+    positive(&key("work_queue_length_max"), r.work_queue_length_max)?;
+    positive(&key("delay_queue_length_max"), r.delay_queue_length_max)?;
+    positive(
+        &key("dead_letter_queue_length_max"),
+        r.dead_letter_queue_length_max,
+    )?;
+    positive(&key("endpoint_busy_delay_ms"), r.endpoint_busy_delay_ms)?;
+    positive(&key("reconnect_ms_min"), r.reconnect_ms_min)?;
+    if r.reconnect_ms_min > r.reconnect_ms_max {
+        return Err(invalid(
+            &key("reconnect_ms_min"),
+            format!("must not exceed {}", key("reconnect_ms_max")),
+        ));
+    }
+    positive(&key("confirm_timeout_ms"), r.confirm_timeout_ms)?;
     Ok(())
 }
 

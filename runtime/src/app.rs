@@ -39,6 +39,9 @@ pub struct App {
     pub merchants: Merchants,
     pub methods: crate::methods::Methods,
     pub idempotency: Idempotency,
+    /// Cluster mode's Redis (idempotency locks and cache, shared rate limits); `None` in
+    /// embedded mode.
+    pub redis: Option<Arc<crate::redis::Redis>>,
     pub clock: Arc<dyn Clock>,
     /// Wakes the notifier's dispatcher (new events, a replay, a resend) before its next poll.
     pub notifier_due: Arc<tokio::sync::Notify>,

@@ -205,6 +205,27 @@ impl Store for FaultyStore {
     ) -> BoxFuture<'static, StoreResult<u64>> {
         self.inner.requeue_deliveries(filter, now_ms)
     }
+    fn relay_due(
+        &self,
+        now_ms: UnixMs,
+        limit: u32,
+    ) -> BoxFuture<'static, StoreResult<Vec<DeliveryRecord>>> {
+        self.inner.relay_due(now_ms, limit)
+    }
+    fn mark_handed_off(
+        &self,
+        handoffs: Vec<(String, u32)>,
+    ) -> BoxFuture<'static, StoreResult<u64>> {
+        self.inner.mark_handed_off(handoffs)
+    }
+    fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl_ms: u64,
+    ) -> BoxFuture<'static, StoreResult<Option<u64>>> {
+        self.inner.try_lease(name, holder, ttl_ms)
+    }
     fn stats(&self) -> StoreStats {
         self.inner.stats()
     }

@@ -1,13 +1,26 @@
 //! The janitor's work: re-drive orders a channel still owes an answer, purge expired
-//! idempotency keys. Run by the `janitor` worker of the supervision tree.
+//! idempotency keys. Run by the `janitor` worker of the supervision tree, on one node of a
+//! cluster at a time (the `janitor` lease, `lease.rs`).
 
 use std::sync::Arc;
 
 use crate::app::App;
+use crate::lease::ClusterLease;
+
+/// The janitor's lease, renewed every `orders.janitor_interval_ms`.
+pub fn lease(app: &App) -> Arc<ClusterLease> {
+    Arc::new(ClusterLease::new(
+        "janitor",
+        app.settings.orders.janitor_interval_ms,
+    ))
+}
 
 /// Activates every order whose journal says the channel still owes an answer; each one
 /// re-drives its own work (same idempotency keys) as it loads.
-pub async fn recover_owed_orders(app: Arc<App>) {
+pub async fn recover_owed_orders(app: Arc<App>, lease: Arc<ClusterLease>) {
+    if !lease.hold(app.store.as_ref()).await {
+        return;
+    }
     let batch = app.settings.orders.recovery_batch_max;
     match app.store.payment_ids_awaiting_channel(batch).await {
         Ok(ids) => {
@@ -27,7 +40,10 @@ pub async fn recover_owed_orders(app: Arc<App>) {
     }
 }
 
-pub async fn purge_idempotency(app: Arc<App>) {
+pub async fn purge_idempotency(app: Arc<App>, lease: Arc<ClusterLease>) {
+    if !lease.hold(app.store.as_ref()).await {
+        return;
+    }
     let retention_ms =
         i64::try_from(app.settings.idempotency.retention_h).unwrap_or(i64::MAX / 4) * 3_600_000;
     match app

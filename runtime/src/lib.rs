@@ -15,7 +15,10 @@
 //! - `crypto.rs`      — the master key and sealed secrets, ids, HMAC.
 //! - `notifier/`      — merchant callbacks: the dispatcher loop (`mod.rs`), one signed attempt
 //!   (`send.rs`), the retry schedule with jitter (`schedule.rs`).
+//! - `lease.rs`       — scheduled work on one node of a cluster at a time (janitor, relay).
 //! - `app.rs`         — the shared state and `ask`, which talks to an order actor with a deadline.
+//! - `redis/`         — cluster mode's Redis: idempotency locks and replay cache, cluster-wide
+//!   channel rate limits, its health (never the source of truth).
 
 pub mod admin;
 pub mod app;
@@ -26,10 +29,12 @@ pub mod http;
 pub mod http_server;
 pub mod idempotency;
 pub mod janitor;
+pub mod lease;
 pub mod merchants;
 pub mod methods;
 pub mod metrics;
 pub mod notifier;
+pub mod redis;
 pub mod router;
 pub mod routes;
 pub mod server;

@@ -24,6 +24,10 @@ struct Cli {
 enum Command {
     /// Serve the HTTP API (embedded mode by default: SQLite under KASSA_DATA_DIR, in-process sandbox).
     Serve,
+    /// Create or upgrade the store's schema and exit (cluster mode: the PostgreSQL schema at
+    /// KASSA_POSTGRES_URL; embedded: the SQLite file under KASSA_DATA_DIR). Safe to run from
+    /// several nodes at once; `serve` runs it too.
+    Migrate,
     /// Manage merchants directly in the data directory.
     Merchant {
         #[command(subcommand)]
@@ -73,6 +77,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve => serve(settings).await,
+            Command::Migrate => migrate(settings).await,
             Command::Merchant {
                 action: MerchantAction::Create { name, webhook_url },
             } => create_merchant(settings, name, webhook_url).await,
@@ -116,6 +121,27 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
+async fn migrate(settings: Settings) -> anyhow::Result<()> {
+    use kassa_config::Mode;
+    match settings.mode {
+        Mode::Cluster => {
+            let config = kassa_runtime::server::postgres_config(&settings);
+            let report = kassa_store::postgres::migrate(&config).await?;
+            println!(
+                "schema {}: version {} -> {} (applied: {:?})",
+                config.schema, report.from_version, report.to_version, report.applied
+            );
+        }
+        Mode::Embedded => {
+            std::fs::create_dir_all(&settings.store.data_dir)?;
+            let store = kassa_runtime::server::open_store(&settings).await?;
+            store.shutdown().await?;
+            println!("{}: up to date", settings.store_path().display());
+        }
+    }
+    Ok(())
+}
+
 async fn create_merchant(
     settings: Settings,
     name: String,
@@ -130,7 +156,7 @@ async fn create_merchant(
             .map_err(|e| anyhow::anyhow!(e.message))?;
     }
     std::fs::create_dir_all(&settings.store.data_dir)?;
-    let store = open_store(&settings)?;
+    let store = open_store(&settings).await?;
     let merchants = Merchants::new(store.clone(), open_sealer(&settings)?);
     let created = merchants
         .create(&name, webhook_url, SystemClock.now_ms())

@@ -173,10 +173,145 @@ impl WebhookCounters {
     }
 }
 
+/// The RabbitMQ transport's state (all zero with the embedded transport).
+#[derive(Debug, Default)]
+pub struct BrokerGauges {
+    relay_connected: std::sync::atomic::AtomicBool,
+    consumer_connected: std::sync::atomic::AtomicBool,
+    relayed: AtomicU64,
+}
+
+impl BrokerGauges {
+    pub fn set_relay_connected(&self, connected: bool) {
+        self.relay_connected.store(connected, Ordering::Relaxed);
+    }
+
+    pub fn set_consumer_connected(&self, connected: bool) {
+        self.consumer_connected.store(connected, Ordering::Relaxed);
+    }
+
+    pub fn count_relayed(&self, messages: usize) {
+        self.relayed.fetch_add(
+            u64::try_from(messages).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Whether the relay and the consumer are each connected.
+    pub fn connected(&self) -> (bool, bool) {
+        (
+            self.relay_connected.load(Ordering::Relaxed),
+            self.consumer_connected.load(Ordering::Relaxed),
+        )
+    }
+
+    fn render(&self, out: &mut String) {
+        let name = "kassa_notifier_broker_connected";
+        header(
+            out,
+            name,
+            "gauge",
+            "1 while the notifier's relay or consumer holds a broker connection (RabbitMQ transport).",
+        );
+        let (relay, consumer) = self.connected();
+        for (role, up) in [("relay", relay), ("consumer", consumer)] {
+            let _ = writeln!(out, "{name}{{role=\"{role}\"}} {}", u8::from(up));
+        }
+        let name = "kassa_notifier_relayed_total";
+        header(
+            out,
+            name,
+            "counter",
+            "Deliveries the outbox relay handed to the broker (confirmed).",
+        );
+        let _ = writeln!(out, "{name} {}", self.relayed.load(Ordering::Relaxed));
+    }
+}
+
+/// What Kassa used Redis for when it fell back without it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedisUse {
+    /// The in-flight lock or the replay cache: the store alone answered.
+    Idempotency,
+    /// The cluster-wide rate limit: the local limits alone decided.
+    RateLimit,
+}
+
+impl RedisUse {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RedisUse::Idempotency => "idempotency",
+            RedisUse::RateLimit => "rate_limit",
+        }
+    }
+}
+
+/// Redis' state in cluster mode (all zero in embedded mode, which never connects). Shared with
+/// the Redis client (`redis/`), which sets it.
+#[derive(Debug, Default)]
+pub struct RedisGauges {
+    connected: std::sync::atomic::AtomicBool,
+    fallbacks_idempotency: AtomicU64,
+    fallbacks_rate_limit: AtomicU64,
+}
+
+impl RedisGauges {
+    /// Sets whether Redis answers; returns what it was before (callers log changes only).
+    pub fn set_connected(&self, connected: bool) -> bool {
+        self.connected.swap(connected, Ordering::Relaxed)
+    }
+
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    /// One operation that went on without Redis.
+    pub fn count_fallback(&self, used_for: RedisUse) {
+        let counter = match used_for {
+            RedisUse::Idempotency => &self.fallbacks_idempotency,
+            RedisUse::RateLimit => &self.fallbacks_rate_limit,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String) {
+        let name = "kassa_redis_connected";
+        header(
+            out,
+            name,
+            "gauge",
+            "1 while Redis answers (cluster mode); 0 while Kassa runs without it.",
+        );
+        let _ = writeln!(out, "{name} {}", u8::from(self.connected()));
+        let name = "kassa_redis_fallbacks_total";
+        header(
+            out,
+            name,
+            "counter",
+            "Operations that went on without Redis, by what Redis would have done.",
+        );
+        for (used_for, counter) in [
+            (RedisUse::Idempotency, &self.fallbacks_idempotency),
+            (RedisUse::RateLimit, &self.fallbacks_rate_limit),
+        ] {
+            let _ = writeln!(
+                out,
+                "{name}{{use=\"{}\"}} {}",
+                used_for.as_str(),
+                counter.load(Ordering::Relaxed)
+            );
+        }
+    }
+}
+
 /// The process's request metrics. `Send + Sync`; share it behind an `Arc` (or in `App`).
 pub struct Metrics {
     /// Webhook attempts (the notifier's counters).
     pub webhooks: WebhookCounters,
+    /// The notifier's broker connections (RabbitMQ transport).
+    pub broker: BrokerGauges,
+    /// Redis' state and fallbacks (cluster mode); the Redis client holds a clone.
+    pub redis: std::sync::Arc<RedisGauges>,
     /// Write-once slots, filled front to back; a scan stops at the first empty one.
     routes: [OnceLock<RouteStats>; ROUTES_MAX],
     /// Serialises claiming a slot (first request of a new route only).
@@ -205,6 +340,8 @@ impl Metrics {
             claim: Mutex::new(()),
             overflow: RouteStats::new(OTHER),
             webhooks: WebhookCounters::default(),
+            broker: BrokerGauges::default(),
+            redis: std::sync::Arc::default(),
         }
     }
 
@@ -251,6 +388,8 @@ impl Metrics {
         render_durations(&mut out, &routes);
         render_gauges(&mut out, gauges);
         self.webhooks.render(&mut out);
+        self.broker.render(&mut out);
+        self.redis.render(&mut out);
         out
     }
 }
@@ -592,6 +731,34 @@ mod tests {
             assert_eq!(not_ready.matches(&help).count(), 1, "{not_ready}");
             assert_eq!(not_ready.matches(&kind).count(), 1, "{not_ready}");
         }
+    }
+
+    #[test]
+    fn renders_redis_state_and_fallbacks_by_use() {
+        let metrics = Metrics::new();
+        let text = metrics.render(&Gauges::default());
+        assert!(
+            text.lines().any(|l| l == "kassa_redis_connected 0"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE kassa_redis_fallbacks_total counter\n"));
+        assert!(!metrics.redis.set_connected(true), "it was disconnected");
+        metrics.redis.count_fallback(RedisUse::Idempotency);
+        metrics.redis.count_fallback(RedisUse::RateLimit);
+        metrics.redis.count_fallback(RedisUse::RateLimit);
+        let text = metrics.render(&Gauges::default());
+        assert!(
+            text.lines().any(|l| l == "kassa_redis_connected 1"),
+            "{text}"
+        );
+        let fallbacks = |used_for: &str| {
+            sample(
+                &text,
+                &format!("kassa_redis_fallbacks_total{{use=\"{used_for}\"}}"),
+            )
+        };
+        assert_eq!(fallbacks("idempotency"), Some(1.0), "{text}");
+        assert_eq!(fallbacks("rate_limit"), Some(2.0), "{text}");
     }
 
     #[test]

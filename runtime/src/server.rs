@@ -1,9 +1,10 @@
 //! `run(listener, settings, shutdown)`: wires Kassa together and serves until `shutdown`.
 //!
-//! Start-up: store (journal) → master key → sandbox provider (embedded mode) → the channels
-//! (`channels.rs`) → the supervision tree (`tree.rs`), whose children start in order: store watcher,
-//! channels, order shards, notifier, janitor (which re-drives orders a channel still owes an
-//! answer), and last the HTTP accept loop. Shutdown stops the tree in reverse: the front-end
+//! Start-up: store (journal) → master key → sandbox provider (embedded mode) → Redis (cluster
+//! mode; a node starts without it) → the channels (`channels.rs`; in cluster mode their rate
+//! limits are shared through Redis) → the supervision tree (`tree.rs`), whose children start
+//! in order: store watcher, channels, order shards, notifier, janitor (which re-drives orders a
+//! channel still owes an answer), and last the HTTP accept loop. Shutdown stops the tree in reverse: the front-end
 //! drains in-flight requests (bounded by `http.shutdown_grace_ms`), then the rest stop, then
 //! the journal commits what is queued and closes. Every state a client was told about is
 //! already durable, and channel calls left in flight are re-driven from the journal at the
@@ -19,7 +20,8 @@ use kassa_actors::order_directory::OrderDirectory;
 use kassa_actors::payment_order::OrderDeps;
 use kassa_channels::sandbox::SandboxHandle;
 use kassa_config::Settings;
-use kassa_store::{SqliteConfig, SqliteStore, Store};
+use kassa_config::{Mode, redact_url};
+use kassa_store::{PostgresConfig, PostgresStore, SqliteConfig, SqliteStore, Store};
 use kassa_supervision::{EventBus, Supervisor, install_panic_hook, shutdown_and_wait};
 use tokio::net::TcpListener;
 
@@ -29,6 +31,7 @@ use crate::faults::FaultyStore;
 use crate::idempotency::Idempotency;
 use crate::merchants::Merchants;
 use crate::metrics::Metrics;
+use crate::redis::{Redis, RedisRateLimiter};
 use crate::tree::{self, TreeParts, WorkerRegistry};
 
 /// The actix system on its own thread, running the supervision tree.
@@ -101,17 +104,50 @@ struct Running {
     sandbox: Option<SandboxHandle>,
 }
 
-pub fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
-    let config = SqliteConfig {
-        path: settings.store_path(),
+/// The store `settings.mode` asks for: SQLite under the data dir (embedded), or PostgreSQL
+/// (cluster; its migrations run first, safely from several nodes at once).
+pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
+    match settings.mode {
+        Mode::Embedded => {
+            let config = SqliteConfig {
+                path: settings.store_path(),
+                group_commit_batch_max: settings.store.group_commit_batch_max,
+                write_queue_max: settings.store.write_queue_max,
+                readers: settings.store.readers,
+                busy_timeout_ms: settings.store.busy_timeout_ms,
+            };
+            let path = settings.store_path();
+            let store = tokio::task::spawn_blocking(move || SqliteStore::open(config))
+                .await?
+                .with_context(|| format!("opening the store at {}", path.display()))?;
+            Ok(Arc::new(store))
+        }
+        Mode::Cluster => {
+            let config = postgres_config(settings);
+            let store = PostgresStore::open(config).await.with_context(|| {
+                format!(
+                    "opening the PostgreSQL store at {} (schema {})",
+                    redact_url(&settings.postgres.url),
+                    settings.postgres.schema
+                )
+            })?;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+/// The PostgreSQL store's settings (`postgres.*`, group commit from `store.*`).
+pub fn postgres_config(settings: &Settings) -> PostgresConfig {
+    let postgres = &settings.postgres;
+    PostgresConfig {
+        url: postgres.url.clone(),
+        schema: postgres.schema.clone(),
+        pool_size_max: postgres.pool_size_max,
         group_commit_batch_max: settings.store.group_commit_batch_max,
         write_queue_max: settings.store.write_queue_max,
-        readers: settings.store.readers,
-        busy_timeout_ms: settings.store.busy_timeout_ms,
-    };
-    let store = SqliteStore::open(config)
-        .with_context(|| format!("opening the store at {}", settings.store_path().display()))?;
-    Ok(Arc::new(store))
+        statement_timeout_ms: postgres.statement_timeout_ms,
+        connect_timeout_ms: postgres.connect_timeout_ms,
+    }
 }
 
 pub fn open_sealer(settings: &Settings) -> anyhow::Result<Arc<Sealer>> {
@@ -125,10 +161,7 @@ async fn start(settings: Settings, listener: Arc<TcpListener>) -> anyhow::Result
     let http_addr = listener.local_addr()?;
     std::fs::create_dir_all(&settings.store.data_dir)
         .with_context(|| format!("creating data dir {}", settings.store.data_dir.display()))?;
-    let store = {
-        let settings = settings.clone();
-        tokio::task::spawn_blocking(move || open_store(&settings)).await??
-    };
+    let store = open_store(&settings).await?;
     let sealer = open_sealer(&settings)?;
 
     let sandbox = crate::channels::start_sandbox(&settings, http_addr).await?;
@@ -145,12 +178,17 @@ async fn start(settings: Settings, listener: Arc<TcpListener>) -> anyhow::Result
 
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let notifier_due = Arc::new(tokio::sync::Notify::new());
+    let metrics = Metrics::new();
+    let redis = start_redis(&settings, &metrics).await?;
     let channels = Arc::new(crate::channels::ports(
         &settings,
         sandbox.as_ref().map(|s| s.base_url()).as_deref(),
         store.clone(),
         clock.clone(),
     )?);
+    if let Some(redis) = &redis {
+        share_rate_limits(&channels, redis);
+    }
     let deps = Arc::new(OrderDeps {
         store: store.clone(),
         channels: channels.clone(),
@@ -160,18 +198,20 @@ async fn start(settings: Settings, listener: Arc<TcpListener>) -> anyhow::Result
         redrive_schedule_ms: settings.orders.redrive_schedule_ms.clone(),
         redrive_attempts_max: settings.orders.redrive_attempts_max,
         events_appended: notifier_due.clone(),
+        shared_journal: settings.mode == Mode::Cluster,
     });
     let directory = OrderDirectory::new(settings.orders.shard_count());
     let methods = crate::methods::Methods::load(store.clone(), clock.now_ms())
         .await
         .context("loading payment methods")?;
     let app = Arc::new(App {
-        metrics: Metrics::new(),
+        metrics,
         faults,
         channels,
         merchants: Merchants::new(store.clone(), sealer),
         methods,
-        idempotency: Idempotency::new(store.clone()),
+        idempotency: Idempotency::new(store.clone(), redis.clone()),
+        redis,
         store,
         directory,
         clock,
@@ -196,6 +236,26 @@ async fn start(settings: Settings, listener: Arc<TcpListener>) -> anyhow::Result
     })
 }
 
+/// Redis in cluster mode (`None` in embedded mode, which never connects to it). Unreachable
+/// at start is not an error: the node runs on the store and its local limits until it answers.
+async fn start_redis(settings: &Settings, metrics: &Metrics) -> anyhow::Result<Option<Arc<Redis>>> {
+    match settings.mode {
+        Mode::Embedded => Ok(None),
+        Mode::Cluster => Ok(Some(
+            Redis::start(&settings.redis, metrics.redis.clone()).await?,
+        )),
+    }
+}
+
+/// Every channel's rate limits, shared by the cluster through Redis (with the same rates and
+/// bursts as each node's local ones).
+fn share_rate_limits(channels: &kassa_actors::channel_port::ChannelPorts, redis: &Arc<Redis>) {
+    for (name, adapter) in channels.adapters() {
+        let limiter = RedisRateLimiter::new(redis.clone(), name, adapter.config());
+        adapter.share_rate_limits(Arc::new(limiter));
+    }
+}
+
 /// Serves HTTP on `listener` until `shutdown` resolves, then stops gracefully.
 pub async fn run(
     listener: TcpListener,
@@ -216,6 +276,9 @@ pub async fn run(
         sandbox,
     } = running;
     actors.stop().await;
+    if let Some(redis) = &app.redis {
+        redis.stop();
+    }
     if let Some(sandbox) = sandbox {
         sandbox.shutdown().await;
     }

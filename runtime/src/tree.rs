@@ -8,8 +8,10 @@
 //! ├── orders         one_for_one (10 / 10 s)
 //! │   └── shard-N    simple_one_for_one (100 / 10 s), order actors transient
 //! ├── notifier       one_for_all (3 / 5 s)  merchant callbacks (`notifier/`)
-//! │   ├── outbox     worker    permanent  placeholder (order actors write the outbox rows)
-//! │   └── dispatcher worker    permanent  delivers due webhooks, bounded per endpoint
+//! │   ├── outbox     worker    permanent  embedded: idle (order actors write the outbox rows);
+//! │   │                                   rabbitmq: relays due deliveries to the broker
+//! │   └── dispatcher worker    permanent  delivers webhooks, bounded per endpoint (embedded:
+//! │                                       from the outbox; rabbitmq: from the work queue)
 //! ├── janitor        worker    permanent  recovery scans, idempotency purge
 //! └── http           worker    permanent  the accept loop
 //! ```
@@ -38,6 +40,9 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 use crate::app::App;
+use crate::lease::ClusterLease;
+use crate::notifier::{NotifierDuty, NotifierLoop};
+use kassa_config::NotificationTransport;
 
 pub const ROOT_INTENSITY: Intensity = Intensity::new(5, 60_000);
 pub const CHANNELS_INTENSITY: Intensity = Intensity::new(3, 5_000);
@@ -143,8 +148,8 @@ fn worker_spec(
     })
 }
 
-/// Does nothing but stay up: the channel adapters' places, and the notifier's outbox (written by
-/// the order actors themselves in embedded mode).
+/// Does nothing but stay up: the channel adapters' places, and the notifier's outbox with the
+/// embedded transport (the order actors write it themselves).
 struct Idle;
 
 impl Duty for Idle {}
@@ -181,7 +186,8 @@ impl Duty for StoreWatch {
 }
 
 /// Re-drives orders a channel still owes an answer (at start and every
-/// `orders.janitor_interval_ms`) and purges expired idempotency keys.
+/// `orders.janitor_interval_ms`) and purges expired idempotency keys, while this node holds
+/// the `janitor` lease (always, in embedded mode).
 struct Janitor {
     app: Arc<App>,
 }
@@ -189,16 +195,20 @@ struct Janitor {
 impl Duty for Janitor {
     fn started(&mut self, ctx: &mut Context<Worker>) {
         let app = self.app.clone();
-        let rescan = move |app: Arc<App>, ctx: &mut Context<Worker>| {
-            ctx.spawn(on_worker(crate::janitor::recover_owed_orders(app)));
+        let lease = crate::janitor::lease(&app);
+        let rescan = move |app: Arc<App>, lease: Arc<ClusterLease>, ctx: &mut Context<Worker>| {
+            ctx.spawn(on_worker(crate::janitor::recover_owed_orders(app, lease)));
         };
-        rescan(app.clone(), ctx);
+        rescan(app.clone(), lease.clone(), ctx);
         let every = Duration::from_millis(app.settings.orders.janitor_interval_ms);
-        let for_scan = app.clone();
-        ctx.run_interval(every, move |_, ctx| rescan(for_scan.clone(), ctx));
+        let (for_scan, scan_lease) = (app.clone(), lease.clone());
+        ctx.run_interval(every, move |_, ctx| {
+            rescan(for_scan.clone(), scan_lease.clone(), ctx)
+        });
         let purge_every = Duration::from_secs(app.settings.idempotency.purge_interval_s);
         ctx.run_interval(purge_every, move |_, ctx| {
-            ctx.spawn(on_worker(crate::janitor::purge_idempotency(app.clone())));
+            let purge = crate::janitor::purge_idempotency(app.clone(), lease.clone());
+            ctx.spawn(on_worker(purge));
         });
     }
 }
@@ -303,6 +313,17 @@ pub fn root_spec(parts: TreeParts) -> SupervisorSpec {
     let janitor_app = app.clone();
     let http_app = app.clone();
     let notifier_app = app.clone();
+    let relay_app = app.clone();
+    // Embedded: the order actors write the outbox and the dispatcher reads it. RabbitMQ: the
+    // outbox worker relays it to the broker and the dispatcher consumes from there.
+    let (relay, dispatch): (Option<NotifierLoop>, NotifierLoop) =
+        match app.settings.notifications.transport {
+            NotificationTransport::Embedded => (None, crate::notifier::embedded_dispatcher),
+            NotificationTransport::Rabbitmq => (
+                Some(crate::notifier::rabbitmq_relay),
+                crate::notifier::rabbitmq_consumer,
+            ),
+        };
     let http_grace_ms = app.settings.http.shutdown_grace_ms;
     SupervisorSpec::new("root", Strategy::RestForOne)
         .with_intensity(ROOT_INTENSITY)
@@ -317,9 +338,12 @@ pub fn root_spec(parts: TreeParts) -> SupervisorSpec {
         .with_child(ChildSpec::supervisor(
             SupervisorSpec::new("notifier", Strategy::OneForAll)
                 .with_intensity(NOTIFIER_INTENSITY)
-                .with_child(worker_spec("outbox", &registry, || Box::new(Idle)))
+                .with_child(worker_spec("outbox", &registry, move || match relay {
+                    Some(run) => Box::new(NotifierDuty::new(relay_app.clone(), run)),
+                    None => Box::new(Idle),
+                }))
                 .with_child(worker_spec("dispatcher", &registry, move || {
-                    Box::new(crate::notifier::NotifierDuty::new(notifier_app.clone()))
+                    Box::new(NotifierDuty::new(notifier_app.clone(), dispatch))
                 })),
         ))
         .with_child(worker_spec("janitor", &registry, move || {

@@ -12,6 +12,11 @@
 //!   ([`EventRecord`]), their webhook deliveries ([`DeliveryRecord`]) and attempts.
 //! - `wallet.rs` — the stored-value wallet's records ([`WalletRecord`], [`WalletMove`],
 //!   [`WalletMovement`], [`WalletMoveOutcome`]).
+//! - `write_request.rs` — what both backends share about writes: the argument checks made
+//!   before queueing, the queued request and its reply, and the group commit (a transaction
+//!   per batch, a savepoint per request); each backend supplies only its statements.
+//! - `rows.rs` — what both backends share about reads: converting and checking stored rows,
+//!   and the newest-first paging of the lists.
 //! - `sqlite.rs` — the embedded backend ([`SqliteStore`], [`SqliteConfig`]): one
 //!   writer thread that group-commits many appends per transaction, and a small
 //!   pool of read connections (WAL). Its parts live in `sqlite/`: `schema.rs`
@@ -19,6 +24,10 @@
 //!   `write_ops.rs` (each write's statements), `reader.rs` (the read pool and
 //!   every query), `wallets.rs` (the wallet statements, both sides), `outbox.rs`
 //!   (events and deliveries, both sides).
+//! - `postgres.rs` — the server backend ([`PostgresStore`], [`PostgresConfig`],
+//!   [`postgres::migrate`]): the same writer design (one task, group commit, a savepoint per
+//!   write) on one PostgreSQL connection, a `deadpool-postgres` pool for reads, every table
+//!   in one schema. Its parts live in `postgres/`, split like `sqlite/`.
 //!
 //! # Invariants every backend keeps
 //! - `(order_id, seq)` is unique and gap-free per order: an [`Append`] whose
@@ -28,7 +37,7 @@
 //!   order with the same pair fails with
 //!   [`AppendError::DuplicateMerchantOrderId`] and writes nothing.
 //! - A write future resolves `Ok` only after its transaction is durable
-//!   (committed with `synchronous=FULL` on SQLite).
+//!   (committed with `synchronous=FULL` on SQLite; COMMIT returned on PostgreSQL).
 //! - One failed write never fails the other writes that share its group commit.
 //! - An append's events and their pending deliveries are written in the append's
 //!   transaction: a failed append leaves no event, and an event id is stored once.
@@ -38,13 +47,17 @@
 use futures::future::BoxFuture;
 
 pub mod outbox;
+pub mod postgres;
+mod rows;
 pub mod sqlite;
 pub mod wallet;
+mod write_request;
 
 pub use outbox::{
     ATTEMPT_RESPONSE_BYTES_MAX, AttemptOutcome, AttemptRecord, DeliveryFilter, DeliveryRecord,
     DeliveryStatus, EventRecord,
 };
+pub use postgres::{MigrationReport, PostgresConfig, PostgresStore};
 pub use sqlite::{SqliteConfig, SqliteStore};
 pub use wallet::{
     WALLET_MOVE_KEY_BYTES_MAX, WalletMove, WalletMoveOutcome, WalletMovement, WalletMovementKind,
@@ -360,6 +373,31 @@ pub trait Store: Send + Sync + 'static {
         filter: DeliveryFilter,
         now_ms: UnixMs,
     ) -> BoxFuture<'static, StoreResult<u64>>;
+    /// Broker relay: pending deliveries due at `now_ms` that have no message in the broker
+    /// (never handed off, or their mark was cleared by an attempt or a replay), oldest due
+    /// first, at most `limit`.
+    fn relay_due(
+        &self,
+        now_ms: UnixMs,
+        limit: u32,
+    ) -> BoxFuture<'static, StoreResult<Vec<DeliveryRecord>>>;
+    /// Broker relay: each `(event_id, attempts)` now has a confirmed message in the broker.
+    /// Marks only deliveries still pending at that many attempts; returns how many.
+    fn mark_handed_off(&self, handoffs: Vec<(String, u32)>)
+    -> BoxFuture<'static, StoreResult<u64>>;
+
+    /// Scheduled work that must run on one node at a time (the janitor, the outbox relay):
+    /// takes or renews the lease `name` for `holder` for `ttl_ms`, and answers its fencing
+    /// token (it grows each time the lease changes hands), or `None` while another holder's
+    /// lease runs. Correctness never depends on it: it keeps nodes from doing the same work
+    /// twice. Time is the store's clock, so nodes' clocks need not agree. An embedded store
+    /// serves one node: its lease is always that node's.
+    fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl_ms: u64,
+    ) -> BoxFuture<'static, StoreResult<Option<u64>>>;
 
     fn stats(&self) -> StoreStats;
     /// Stop taking writes, commit everything queued, and close. Idempotent.

@@ -10,7 +10,8 @@
 //! `SAVEPOINT`, so a failing request is rolled back alone and answered with its
 //! own error — commits (one fsync for the whole batch, `synchronous=FULL`), and
 //! only then answers each caller through its oneshot channel. A failed COMMIT
-//! fails every request of the batch. See `sqlite/writer.rs`.
+//! fails every request of the batch. See `sqlite/writer.rs` and, for the batch
+//! itself (shared with PostgreSQL), `write_request.rs`.
 //!
 //! # Reads: a small pool
 //! `readers` read-only connections, handed out under a semaphore to
@@ -34,22 +35,22 @@ mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::thread::JoinHandle;
 
 use futures::FutureExt;
-use futures::future::{BoxFuture, ready};
+use futures::future::BoxFuture;
 use parking_lot::{Mutex, RwLock};
-use tokio::sync::oneshot;
 
+use crate::rows::i64_from_seq;
+use crate::write_request::{self, Counters, Enqueue, WriteRequest};
 use crate::{
-    ATTEMPT_RESPONSE_BYTES_MAX, Append, AppendError, AttemptOutcome, AttemptRecord, DeliveryFilter,
-    DeliveryRecord, EventRecord, IdempotencyRecord, JournalEntry, ListQuery, MerchantRecord,
-    MethodRecord, Page, PaymentRow, RefundRow, Store, StoreError, StoreResult, StoreStats, UnixMs,
-    WALLET_MOVE_KEY_BYTES_MAX, WalletMove, WalletMoveOutcome, WalletMovement, WalletRecord,
+    Append, AppendError, AttemptOutcome, AttemptRecord, DeliveryFilter, DeliveryRecord,
+    EventRecord, IdempotencyRecord, JournalEntry, ListQuery, MerchantRecord, MethodRecord, Page,
+    PaymentRow, RefundRow, Store, StoreError, StoreResult, StoreStats, UnixMs, WalletMove,
+    WalletMoveOutcome, WalletMovement, WalletRecord,
 };
-use writer::{Counters, WriteRequest, Writer};
+use writer::Writer;
 
 /// Where the SQLite file lives and the bounds of its writer and reader pool.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -109,10 +110,6 @@ impl SqliteConfig {
         Ok(())
     }
 }
-
-/// Idempotency records one purge transaction deletes at most, so a large purge
-/// never holds the writer (and every payment behind it) for long.
-const PURGE_CHUNK_ROWS_MAX: u32 = 5_000;
 
 /// The SQLite [`Store`]. Cheap to clone: clones share one writer and one pool.
 #[derive(Clone)]
@@ -189,30 +186,6 @@ impl SqliteStore {
         &self.inner.path
     }
 
-    /// Enqueues a write now (not when the future is first polled) and returns
-    /// the future of its answer. A full queue or a closed store fails at once.
-    fn write<T, E>(
-        &self,
-        request: impl FnOnce(oneshot::Sender<Result<T, E>>) -> WriteRequest,
-    ) -> BoxFuture<'static, Result<T, E>>
-    where
-        T: Send + 'static,
-        E: From<StoreError> + Send + 'static,
-    {
-        let (reply, answer) = oneshot::channel();
-        if let Err(e) = self.inner.enqueue(request(reply)) {
-            return ready(Err(E::from(e))).boxed();
-        }
-        async move {
-            answer.await.unwrap_or_else(|_| {
-                Err(E::from(StoreError::Backend(
-                    "the store writer stopped before answering".into(),
-                )))
-            })
-        }
-        .boxed()
-    }
-
     fn read<T, F>(&self, query: F) -> BoxFuture<'static, StoreResult<T>>
     where
         T: Send + 'static,
@@ -223,23 +196,21 @@ impl SqliteStore {
     }
 }
 
-impl Inner {
+impl Enqueue for Inner {
     fn enqueue(&self, request: WriteRequest) -> StoreResult<()> {
         let queue = self.queue.read();
         let Some(sender) = queue.as_ref() else {
             return Err(StoreError::Closed);
         };
-        // Counted before the send so the writer's decrement can never come first.
-        self.counters.queue_depth.fetch_add(1, Ordering::Relaxed);
-        let refused = match sender.try_send(request) {
-            Ok(()) => return Ok(()),
-            Err(TrySendError::Full(_)) => StoreError::Overloaded,
-            Err(TrySendError::Disconnected(_)) => StoreError::Closed,
-        };
-        self.counters.queue_depth.fetch_sub(1, Ordering::Relaxed);
-        Err(refused)
+        self.counters.enqueue(|| match sender.try_send(request) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(StoreError::Overloaded),
+            Err(TrySendError::Disconnected(_)) => Err(StoreError::Closed),
+        })
     }
+}
 
+impl Inner {
     /// Stops taking writes and reads; the writer drains the queue and exits.
     fn close(&self) {
         drop(self.queue.write().take());
@@ -269,94 +240,6 @@ impl Drop for Inner {
     }
 }
 
-/// An append's entries must be numbered `expected_seq + 1 ..` without gaps and
-/// fit SQLite's INTEGER. A violation is a caller bug, reported before queueing.
-fn check_numbering(append: &Append) -> StoreResult<()> {
-    let mut want = append.expected_seq;
-    for entry in &append.entries {
-        want = want
-            .checked_add(1)
-            .ok_or_else(|| misnumbered(append, entry.seq, want))?;
-        if entry.seq != want {
-            return Err(misnumbered(append, entry.seq, want));
-        }
-    }
-    i64_from_seq(want)?;
-    Ok(())
-}
-
-fn misnumbered(append: &Append, found: u64, want: u64) -> StoreError {
-    StoreError::Corrupt(format!(
-        "append to order {} after seq {}: entry numbered {found} where {want} was expected",
-        append.order_id, append.expected_seq
-    ))
-}
-
-/// A journal seq as SQLite stores it.
-fn i64_from_seq(seq: u64) -> StoreResult<i64> {
-    i64::try_from(seq).map_err(|_| StoreError::Corrupt(format!("seq {seq} exceeds i64")))
-}
-
-/// A new wallet starts empty: money only enters through a journaled movement.
-fn check_new_wallet(wallet: &WalletRecord) -> StoreResult<()> {
-    if wallet.balance_minor != 0 {
-        return Err(StoreError::Corrupt(format!(
-            "wallet {}: a new wallet's balance must be 0; credit it with a top-up move",
-            wallet.id
-        )));
-    }
-    Ok(())
-}
-
-/// A move's amount is positive and its key fits; a violation is a caller bug.
-fn check_move(wallet_move: &WalletMove) -> StoreResult<()> {
-    check_wallet_key(&wallet_move.key)?;
-    if wallet_move.amount_minor <= 0 {
-        return Err(StoreError::Corrupt(format!(
-            "wallet {}: a move's amount must be positive, got {}",
-            wallet_move.wallet_id, wallet_move.amount_minor
-        )));
-    }
-    Ok(())
-}
-
-fn check_wallet_key(key: &str) -> StoreResult<()> {
-    if key.is_empty() || key.len() > WALLET_MOVE_KEY_BYTES_MAX {
-        return Err(StoreError::Corrupt(format!(
-            "a wallet move key must be 1 to {WALLET_MOVE_KEY_BYTES_MAX} bytes, got {}",
-            key.len()
-        )));
-    }
-    Ok(())
-}
-
-/// An attempt is numbered from 1; its excerpt is cut to [`ATTEMPT_RESPONSE_BYTES_MAX`] bytes
-/// (on a char boundary) if the caller did not.
-fn check_attempt(attempt: &mut AttemptRecord) -> StoreResult<()> {
-    if attempt.attempt == 0 {
-        return Err(StoreError::Corrupt(format!(
-            "event {}: delivery attempts are numbered from 1",
-            attempt.event_id
-        )));
-    }
-    cut_to_char_boundary(&mut attempt.response_excerpt, ATTEMPT_RESPONSE_BYTES_MAX);
-    Ok(())
-}
-
-/// Shortens `text` to at most `bytes_max` bytes without splitting a character.
-fn cut_to_char_boundary(text: &mut String, bytes_max: usize) {
-    if text.len() <= bytes_max {
-        return;
-    }
-    // Index 0 is a char boundary, so the search always ends.
-    let end = (0..=bytes_max)
-        .rev()
-        .find(|&i| text.is_char_boundary(i))
-        .unwrap_or(0);
-    text.truncate(end);
-    debug_assert!(text.len() <= bytes_max);
-}
-
 /// A SQLite failure with what was being done. rusqlite's messages name
 /// constraints and columns, never values, so no row body leaks through here.
 fn backend(context: impl std::fmt::Display, error: rusqlite::Error) -> StoreError {
@@ -365,10 +248,7 @@ fn backend(context: impl std::fmt::Display, error: rusqlite::Error) -> StoreErro
 
 impl Store for SqliteStore {
     fn append(&self, append: Append) -> BoxFuture<'static, Result<(), AppendError>> {
-        if let Err(e) = check_numbering(&append) {
-            return ready(Err(e.into())).boxed();
-        }
-        self.write(|reply| WriteRequest::Append { append, reply })
+        write_request::append(&self.inner, append)
     }
 
     fn load_journal(&self, order_id: &str) -> BoxFuture<'static, StoreResult<Vec<JournalEntry>>> {
@@ -412,7 +292,7 @@ impl Store for SqliteStore {
     }
 
     fn put_merchant(&self, merchant: MerchantRecord) -> BoxFuture<'static, StoreResult<()>> {
-        self.write(|reply| WriteRequest::PutMerchant { merchant, reply })
+        write_request::put_merchant(&self.inner, merchant)
     }
 
     fn get_merchant(&self, id: &str) -> BoxFuture<'static, StoreResult<Option<MerchantRecord>>> {
@@ -429,7 +309,7 @@ impl Store for SqliteStore {
     }
 
     fn put_method(&self, method: MethodRecord) -> BoxFuture<'static, StoreResult<()>> {
-        self.write(|reply| WriteRequest::PutMethod { method, reply })
+        write_request::put_method(&self.inner, method)
     }
 
     fn get_idempotency(
@@ -445,37 +325,15 @@ impl Store for SqliteStore {
         &self,
         record: IdempotencyRecord,
     ) -> BoxFuture<'static, StoreResult<IdempotencyRecord>> {
-        self.write(|reply| WriteRequest::PutIdempotency { record, reply })
+        write_request::put_idempotency(&self.inner, record)
     }
 
-    /// Deletes in chunks of `PURGE_CHUNK_ROWS_MAX`, one write each, so appends
-    /// interleave with a large purge. Ends at the first short chunk.
     fn purge_idempotency(&self, before_ms: UnixMs) -> BoxFuture<'static, StoreResult<u64>> {
-        let store = self.clone();
-        async move {
-            let mut purged: u64 = 0;
-            loop {
-                let deleted = store
-                    .write(|reply| WriteRequest::PurgeIdempotency {
-                        before_ms,
-                        rows_max: PURGE_CHUNK_ROWS_MAX,
-                        reply,
-                    })
-                    .await?;
-                purged = purged.saturating_add(deleted);
-                if deleted < u64::from(PURGE_CHUNK_ROWS_MAX) {
-                    return Ok(purged);
-                }
-            }
-        }
-        .boxed()
+        write_request::purge_idempotency(Arc::clone(&self.inner), before_ms)
     }
 
     fn create_wallet(&self, wallet: WalletRecord) -> BoxFuture<'static, StoreResult<()>> {
-        if let Err(e) = check_new_wallet(&wallet) {
-            return ready(Err(e)).boxed();
-        }
-        self.write(|reply| WriteRequest::CreateWallet { wallet, reply })
+        write_request::create_wallet(&self.inner, wallet)
     }
 
     fn get_wallet(
@@ -491,10 +349,7 @@ impl Store for SqliteStore {
         &self,
         wallet_move: WalletMove,
     ) -> BoxFuture<'static, StoreResult<WalletMoveOutcome>> {
-        if let Err(e) = check_move(&wallet_move) {
-            return ready(Err(e)).boxed();
-        }
-        self.write(|reply| WriteRequest::MoveWallet { wallet_move, reply })
+        write_request::move_wallet(&self.inner, wallet_move)
     }
 
     fn wallet_movement(
@@ -509,11 +364,7 @@ impl Store for SqliteStore {
         &self,
         key: &str,
     ) -> BoxFuture<'static, StoreResult<Option<WalletMovement>>> {
-        if let Err(e) = check_wallet_key(key) {
-            return ready(Err(e)).boxed();
-        }
-        let key = key.to_owned();
-        self.write(|reply| WriteRequest::CloseWalletKey { key, reply })
+        write_request::close_wallet_key(&self.inner, key)
     }
 
     fn list_wallet_movements(
@@ -557,17 +408,10 @@ impl Store for SqliteStore {
 
     fn record_attempt(
         &self,
-        mut attempt: AttemptRecord,
+        attempt: AttemptRecord,
         outcome: AttemptOutcome,
     ) -> BoxFuture<'static, StoreResult<()>> {
-        if let Err(e) = check_attempt(&mut attempt) {
-            return ready(Err(e)).boxed();
-        }
-        self.write(|reply| WriteRequest::RecordAttempt {
-            attempt,
-            outcome,
-            reply,
-        })
+        write_request::record_attempt(&self.inner, attempt, outcome)
     }
 
     fn get_delivery(
@@ -599,11 +443,32 @@ impl Store for SqliteStore {
         filter: DeliveryFilter,
         now_ms: UnixMs,
     ) -> BoxFuture<'static, StoreResult<u64>> {
-        self.write(|reply| WriteRequest::RequeueDeliveries {
-            filter,
-            now_ms,
-            reply,
-        })
+        write_request::requeue_deliveries(&self.inner, filter, now_ms)
+    }
+
+    fn relay_due(
+        &self,
+        now_ms: UnixMs,
+        limit: u32,
+    ) -> BoxFuture<'static, StoreResult<Vec<DeliveryRecord>>> {
+        self.read(move |conn| outbox::relay_due(conn, now_ms, limit))
+    }
+
+    fn mark_handed_off(
+        &self,
+        handoffs: Vec<(String, u32)>,
+    ) -> BoxFuture<'static, StoreResult<u64>> {
+        write_request::mark_handed_off(&self.inner, handoffs)
+    }
+
+    fn try_lease(
+        &self,
+        _name: &str,
+        _holder: &str,
+        _ttl_ms: u64,
+    ) -> BoxFuture<'static, StoreResult<Option<u64>>> {
+        // One node owns an embedded store (cluster mode requires PostgreSQL).
+        Box::pin(futures::future::ready(Ok(Some(1))))
     }
 
     fn stats(&self) -> StoreStats {

@@ -1,10 +1,15 @@
-//! The transactional outbox on the SQLite backend against the `Store` contract: events and
-//! their deliveries are written with the append that raises them (and not at all when it
-//! fails), attempts move a delivery on, requeues put it back, the lists page newest first,
-//! and a file from the previous schema is migrated in place.
+//! The transactional outbox on both backends against the `Store` contract: events and their
+//! deliveries are written with the append that raises them (and not at all when it fails),
+//! attempts move a delivery on, requeues put it back, the lists page newest first; and (SQLite
+//! only) a file from the previous schema is migrated in place.
+
+#[macro_use]
+mod common;
 
 use std::path::Path;
+use std::sync::Arc;
 
+use common::Backend;
 use kassa_store::sqlite::{SqliteConfig, SqliteStore};
 use kassa_store::{
     ATTEMPT_RESPONSE_BYTES_MAX, Append, AppendError, AttemptOutcome, AttemptRecord, DeliveryFilter,
@@ -12,6 +17,21 @@ use kassa_store::{
     StoreError, UnixMs,
 };
 use tempfile::TempDir;
+
+on_both_backends!(worker_threads = 2;
+    an_append_writes_its_events_and_pending_deliveries,
+    a_failed_append_leaves_no_event,
+    re_appending_an_event_id_keeps_the_first,
+    due_deliveries_come_oldest_due_first_with_their_events,
+    attempts_move_a_delivery_on,
+    an_attempt_on_a_finished_delivery_leaves_it_as_it_is,
+    a_repeated_attempt_number_replaces_its_row_and_excerpts_are_cut,
+    requeue_by_event_status_and_merchant,
+    list_events_pages_newest_first_per_merchant,
+    list_deliveries_filters_and_pages_newest_first,
+    the_outbox_survives_close_and_reopen,
+    the_relay_hands_each_attempt_off_once,
+);
 
 const MERCHANT: &str = "mch_1";
 const OTHER_MERCHANT: &str = "mch_2";
@@ -30,15 +50,8 @@ fn open(dir: &TempDir) -> SqliteStore {
     SqliteStore::open(config(dir)).expect("open store")
 }
 
-/// A store on a new file; the directory must outlive the store.
-fn fresh() -> (TempDir, SqliteStore) {
-    let dir = TempDir::new().expect("temp dir");
-    let store = open(&dir);
-    (dir, store)
-}
-
-/// Shuts `store` down cleanly, so that its file can be opened again.
-async fn close(store: SqliteStore) {
+/// Shuts `store` down cleanly, so that its file (or schema) can be opened again.
+async fn close(store: Arc<dyn Store>) {
     store.shutdown().await.expect("shutdown");
     drop(store);
 }
@@ -93,13 +106,13 @@ fn append(
 }
 
 /// Writes `append`, which must succeed.
-async fn commit(store: &SqliteStore, append: Append) {
+async fn commit(store: &Arc<dyn Store>, append: Append) {
     store.append(append).await.expect("append");
 }
 
 /// A new order of `merchant_id` whose first append raises one event, created at `created_ms`.
 async fn order_with_event_of(
-    store: &SqliteStore,
+    store: &Arc<dyn Store>,
     merchant_id: &str,
     order_id: &str,
     event_id: &str,
@@ -110,12 +123,12 @@ async fn order_with_event_of(
 }
 
 /// [`order_with_event_of`] for `MERCHANT`.
-async fn order_with_event(store: &SqliteStore, order_id: &str, event_id: &str, created_ms: i64) {
+async fn order_with_event(store: &Arc<dyn Store>, order_id: &str, event_id: &str, created_ms: i64) {
     order_with_event_of(store, MERCHANT, order_id, event_id, created_ms).await;
 }
 
 /// One new order of `MERCHANT` per `(order_id, event_id, created_ms)`, each raising its event.
-async fn orders_with_events(store: &SqliteStore, orders: &[(&str, &str, i64)]) {
+async fn orders_with_events(store: &Arc<dyn Store>, orders: &[(&str, &str, i64)]) {
     for (order_id, event_id, created_ms) in orders {
         order_with_event(store, order_id, event_id, *created_ms).await;
     }
@@ -140,7 +153,7 @@ fn retry_at(next_attempt_ms: i64) -> AttemptOutcome {
 }
 
 /// Records `attempt` with `outcome`, which must succeed.
-async fn record(store: &SqliteStore, attempt: AttemptRecord, outcome: AttemptOutcome) {
+async fn record(store: &Arc<dyn Store>, attempt: AttemptRecord, outcome: AttemptOutcome) {
     store
         .record_attempt(attempt, outcome)
         .await
@@ -148,31 +161,31 @@ async fn record(store: &SqliteStore, attempt: AttemptRecord, outcome: AttemptOut
 }
 
 /// Records `attempt` with `outcome`, which must be refused as corrupt.
-async fn record_refused(store: &SqliteStore, attempt: AttemptRecord, outcome: AttemptOutcome) {
+async fn record_refused(store: &Arc<dyn Store>, attempt: AttemptRecord, outcome: AttemptOutcome) {
     let err = store.record_attempt(attempt, outcome).await.unwrap_err();
     assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
 }
 
 /// A store in which `pay_1` raised `evt_1` (created at 100), delivered by attempt 1 at 200.
-async fn with_delivered_event() -> (TempDir, SqliteStore) {
-    let (dir, store) = fresh();
+async fn with_delivered_event(backend: &Backend) -> Arc<dyn Store> {
+    let store = backend.open().await;
     order_with_event(&store, "pay_1", "evt_1", 100).await;
     let first = attempt("evt_1", 1, 200, Some(200));
     record(&store, first, AttemptOutcome::Delivered).await;
-    (dir, store)
+    store
 }
 
 // --- Reads --------------------------------------------------------------------------------
 
 async fn stored_event(
-    store: &SqliteStore,
+    store: &Arc<dyn Store>,
     merchant_id: Option<&str>,
     id: &str,
 ) -> Option<EventRecord> {
     store.get_event(merchant_id, id).await.expect("get event")
 }
 
-async fn delivery(store: &SqliteStore, event_id: &str) -> DeliveryRecord {
+async fn delivery(store: &Arc<dyn Store>, event_id: &str) -> DeliveryRecord {
     store
         .get_delivery(event_id)
         .await
@@ -180,16 +193,16 @@ async fn delivery(store: &SqliteStore, event_id: &str) -> DeliveryRecord {
         .expect("delivery exists")
 }
 
-async fn status(store: &SqliteStore, event_id: &str) -> DeliveryStatus {
+async fn status(store: &Arc<dyn Store>, event_id: &str) -> DeliveryStatus {
     delivery(store, event_id).await.status
 }
 
-async fn next_due(store: &SqliteStore) -> Option<UnixMs> {
+async fn next_due(store: &Arc<dyn Store>) -> Option<UnixMs> {
     store.next_delivery_due().await.expect("next delivery due")
 }
 
 /// The event ids of the deliveries due at `now_ms`, in the order they come.
-async fn due_ids(store: &SqliteStore, now_ms: UnixMs, limit: u32) -> Vec<String> {
+async fn due_ids(store: &Arc<dyn Store>, now_ms: UnixMs, limit: u32) -> Vec<String> {
     let due = store
         .due_deliveries(now_ms, limit)
         .await
@@ -197,7 +210,7 @@ async fn due_ids(store: &SqliteStore, now_ms: UnixMs, limit: u32) -> Vec<String>
     due.into_iter().map(|(d, _)| d.event_id).collect()
 }
 
-async fn attempt_numbers(store: &SqliteStore, event_id: &str) -> Vec<u32> {
+async fn attempt_numbers(store: &Arc<dyn Store>, event_id: &str) -> Vec<u32> {
     let attempts = store
         .delivery_attempts(event_id)
         .await
@@ -205,14 +218,14 @@ async fn attempt_numbers(store: &SqliteStore, event_id: &str) -> Vec<u32> {
     attempts.iter().map(|a| a.attempt).collect()
 }
 
-async fn requeue(store: &SqliteStore, filter: DeliveryFilter, now_ms: UnixMs) -> u64 {
+async fn requeue(store: &Arc<dyn Store>, filter: DeliveryFilter, now_ms: UnixMs) -> u64 {
     store
         .requeue_deliveries(filter, now_ms)
         .await
         .expect("requeue deliveries")
 }
 
-async fn event_count(store: &SqliteStore, merchant_id: &str) -> usize {
+async fn event_count(store: &Arc<dyn Store>, merchant_id: &str) -> usize {
     event_page(store, merchant_id, page(100, None, None))
         .await
         .0
@@ -234,7 +247,7 @@ fn listed(ids: &[&str], has_more: bool) -> Listed {
     (ids.iter().map(|id| (*id).to_owned()).collect(), has_more)
 }
 
-async fn event_page(store: &SqliteStore, merchant_id: &str, query: ListQuery) -> Listed {
+async fn event_page(store: &Arc<dyn Store>, merchant_id: &str, query: ListQuery) -> Listed {
     let page = store
         .list_events(merchant_id, query)
         .await
@@ -242,7 +255,7 @@ async fn event_page(store: &SqliteStore, merchant_id: &str, query: ListQuery) ->
     (page.rows.into_iter().map(|e| e.id).collect(), page.has_more)
 }
 
-async fn delivery_page(store: &SqliteStore, filter: DeliveryFilter, query: ListQuery) -> Listed {
+async fn delivery_page(store: &Arc<dyn Store>, filter: DeliveryFilter, query: ListQuery) -> Listed {
     let page = store
         .list_deliveries(filter, query)
         .await
@@ -284,9 +297,8 @@ fn connect(path: &Path) -> rusqlite::Connection {
 
 // --- Tests --------------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_append_writes_its_events_and_pending_deliveries() {
-    let (_dir, store) = fresh();
+async fn an_append_writes_its_events_and_pending_deliveries(backend: Backend) {
+    let store = backend.open().await;
     let first = event("evt_1", MERCHANT, "pay_1", 500);
     let second = EventRecord {
         kind: "payment.captured".to_owned(),
@@ -325,9 +337,8 @@ async fn an_append_writes_its_events_and_pending_deliveries() {
     assert_eq!(store.delivery_attempts("evt_1").await.unwrap(), []);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_append_leaves_no_event() {
-    let (_dir, store) = fresh();
+async fn a_failed_append_leaves_no_event(backend: Backend) {
+    let store = backend.open().await;
     commit(&store, append("pay_1", MERCHANT, 0, Vec::new())).await;
 
     // A stale writer: seq conflict, with an event that must not survive it.
@@ -358,9 +369,8 @@ async fn a_failed_append_leaves_no_event() {
     assert_eq!(all, listed(&[], false));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn re_appending_an_event_id_keeps_the_first() {
-    let (_dir, store) = with_delivered_event().await;
+async fn re_appending_an_event_id_keeps_the_first(backend: Backend) {
+    let store = with_delivered_event(&backend).await;
 
     // The same event id again (e.g. a retried transition), with another body.
     let again = EventRecord {
@@ -379,9 +389,8 @@ async fn re_appending_an_event_id_keeps_the_first() {
     assert_eq!(next_due(&store).await, None);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn due_deliveries_come_oldest_due_first_with_their_events() {
-    let (_dir, store) = fresh();
+async fn due_deliveries_come_oldest_due_first_with_their_events(backend: Backend) {
+    let store = backend.open().await;
     orders_with_events(
         &store,
         &[
@@ -423,9 +432,8 @@ async fn due_deliveries_come_oldest_due_first_with_their_events() {
     assert_eq!(next_due(&store).await, Some(200));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn attempts_move_a_delivery_on() {
-    let (_dir, store) = fresh();
+async fn attempts_move_a_delivery_on(backend: Backend) {
+    let store = backend.open().await;
     orders_with_events(
         &store,
         &[
@@ -500,9 +508,8 @@ async fn attempts_move_a_delivery_on() {
     assert_eq!(next_due(&store).await, None);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_attempt_on_a_finished_delivery_leaves_it_as_it_is() {
-    let (_dir, store) = with_delivered_event().await;
+async fn an_attempt_on_a_finished_delivery_leaves_it_as_it_is(backend: Backend) {
+    let store = with_delivered_event(&backend).await;
     let before = delivery(&store, "evt_1").await;
 
     for outcome in [
@@ -518,9 +525,8 @@ async fn an_attempt_on_a_finished_delivery_leaves_it_as_it_is() {
     assert_eq!(attempt_numbers(&store, "evt_1").await, [1, 2]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_repeated_attempt_number_replaces_its_row_and_excerpts_are_cut() {
-    let (_dir, store) = fresh();
+async fn a_repeated_attempt_number_replaces_its_row_and_excerpts_are_cut(backend: Backend) {
+    let store = backend.open().await;
     order_with_event(&store, "pay_1", "evt_1", 100).await;
     let mut first = attempt("evt_1", 1, 200, None);
     first.error = Some("timeout".to_owned());
@@ -549,9 +555,8 @@ async fn a_repeated_attempt_number_replaces_its_row_and_excerpts_are_cut() {
     assert_eq!(status(&store, "evt_1").await, DeliveryStatus::Pending);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn requeue_by_event_status_and_merchant() {
-    let (_dir, store) = fresh();
+async fn requeue_by_event_status_and_merchant(backend: Backend) {
+    let store = backend.open().await;
     orders_with_events(
         &store,
         &[
@@ -617,9 +622,8 @@ async fn requeue_by_event_status_and_merchant() {
     assert_eq!(requeue(&store, DeliveryFilter::default(), 5_000).await, 5);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn list_events_pages_newest_first_per_merchant() {
-    let (_dir, store) = fresh();
+async fn list_events_pages_newest_first_per_merchant(backend: Backend) {
+    let store = backend.open().await;
     // Five events of one order over four appends; two share a created_ms (id breaks the tie).
     let raised = [
         vec![event("evt_1", MERCHANT, "pay_1", 10)],
@@ -672,9 +676,8 @@ async fn list_events_pages_newest_first_per_merchant() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn list_deliveries_filters_and_pages_newest_first() {
-    let (_dir, store) = fresh();
+async fn list_deliveries_filters_and_pages_newest_first(backend: Backend) {
+    let store = backend.open().await;
     for (i, created_ms) in [(1, 10), (2, 20), (3, 30), (4, 40)] {
         order_with_event(&store, &format!("pay_{i}"), &format!("evt_{i}"), created_ms).await;
     }
@@ -710,15 +713,14 @@ async fn list_deliveries_filters_and_pages_newest_first() {
     assert_unknown_cursor(listing.await);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_outbox_survives_close_and_reopen() {
-    let (dir, store) = fresh();
+async fn the_outbox_survives_close_and_reopen(backend: Backend) {
+    let store = backend.open().await;
     orders_with_events(&store, &[("pay_1", "evt_1", 100), ("pay_2", "evt_2", 200)]).await;
     record(&store, attempt("evt_1", 1, 150, Some(502)), retry_at(900)).await;
     let before = delivery(&store, "evt_1").await;
     close(store).await;
 
-    let store = open(&dir);
+    let store = backend.open().await;
     assert_eq!(delivery(&store, "evt_1").await, before);
     assert_eq!(
         stored_event(&store, Some(MERCHANT), "evt_2").await,
@@ -732,7 +734,8 @@ async fn the_outbox_survives_close_and_reopen() {
 /// data stays, and appends with events work.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_from_before_the_outbox_is_migrated_in_place() {
-    let (dir, store) = fresh();
+    let dir = TempDir::new().expect("temp dir");
+    let store: Arc<dyn Store> = Arc::new(open(&dir));
     let path = config(&dir).path;
     commit(&store, append("pay_1", MERCHANT, 0, Vec::new())).await;
     close(store).await;
@@ -746,7 +749,7 @@ async fn a_file_from_before_the_outbox_is_migrated_in_place() {
     .unwrap();
     drop(conn);
 
-    let store = open(&dir);
+    let store: Arc<dyn Store> = Arc::new(open(&dir));
     assert_eq!(
         store.get_payment("pay_1").await.unwrap(),
         Some(payment("pay_1", MERCHANT, 100))
@@ -764,4 +767,66 @@ async fn a_file_from_before_the_outbox_is_migrated_in_place() {
     let lost = "UPDATE deliveries SET status = 'lost' WHERE event_id = 'evt_1'";
     let err = conn.execute(lost, []).unwrap_err();
     assert!(err.to_string().contains("CHECK"), "{err}");
+}
+
+async fn relay_ids(store: &Arc<dyn Store>, now_ms: UnixMs) -> Vec<String> {
+    let due = store.relay_due(now_ms, 10).await.expect("relay due");
+    due.into_iter().map(|d| d.event_id).collect()
+}
+
+async fn hand_off(store: &Arc<dyn Store>, handoffs: &[(&str, u32)]) -> u64 {
+    let handoffs = handoffs
+        .iter()
+        .map(|(id, n)| ((*id).to_owned(), *n))
+        .collect();
+    store
+        .mark_handed_off(handoffs)
+        .await
+        .expect("mark handed off")
+}
+
+/// The broker relay's view: a delivery is relayed once per attempt. The mark holds only for
+/// the attempt count it was made at; an attempt or a replay clears it, so the next attempt is
+/// relayed again, and a stale mark (made after an attempt) changes nothing.
+async fn the_relay_hands_each_attempt_off_once(backend: Backend) {
+    let store = backend.open().await;
+    orders_with_events(&store, &[("pay_1", "evt_1", 100), ("pay_2", "evt_2", 200)]).await;
+    assert_eq!(
+        relay_ids(&store, 50).await,
+        Vec::<String>::new(),
+        "not due yet"
+    );
+    assert_eq!(relay_ids(&store, 1_000).await, ["evt_1", "evt_2"]);
+
+    assert_eq!(hand_off(&store, &[("evt_1", 0)]).await, 1);
+    assert_eq!(relay_ids(&store, 1_000).await, ["evt_2"]);
+    // Embedded scans are unaffected by the mark.
+    assert_eq!(due_ids(&store, 1_000, 10).await, ["evt_1", "evt_2"]);
+
+    // Attempt 1 fails: the retry needs a new message, once it is due.
+    record(&store, attempt("evt_1", 1, 300, Some(503)), retry_at(900)).await;
+    assert_eq!(relay_ids(&store, 800).await, ["evt_2"]);
+    assert_eq!(
+        relay_ids(&store, 900).await,
+        ["evt_2", "evt_1"],
+        "oldest due first"
+    );
+    // A mark for the old attempt count is stale; the current one holds.
+    assert_eq!(hand_off(&store, &[("evt_1", 0), ("evt_2", 0)]).await, 1);
+    assert_eq!(relay_ids(&store, 1_000).await, ["evt_1"]);
+    assert_eq!(hand_off(&store, &[("evt_1", 1)]).await, 1);
+    assert_eq!(relay_ids(&store, 1_000).await, Vec::<String>::new());
+
+    // Delivered: never relayed again, and a mark cannot touch it.
+    record(
+        &store,
+        attempt("evt_1", 2, 950, Some(200)),
+        AttemptOutcome::Delivered,
+    )
+    .await;
+    assert_eq!(hand_off(&store, &[("evt_1", 2)]).await, 0);
+    // A replay clears the mark: relayed again.
+    assert_eq!(requeue(&store, filter_event("evt_1"), 2_000).await, 1);
+    assert_eq!(relay_ids(&store, 2_000).await, ["evt_1"]);
+    assert_eq!(hand_off(&store, &[]).await, 0);
 }

@@ -1,15 +1,22 @@
-//! The SQLite backend against the `Store` contract: the real file, the real
-//! writer thread, the real read pool.
+//! The backends against the `Store` contract: the real file or server, the real writer, the
+//! real read pool. Every case but the backend-specific ones at the end runs on both
+//! backends (`on_sqlite::…`, `on_postgres::…`; see `common/mod.rs`).
 //!
-//! Tests that need the writer stuck hold SQLite's write lock from a second
-//! connection ([`WriteLock`]): the writer then waits inside `BEGIN IMMEDIATE`
-//! (for up to its busy timeout) while the test queues writes behind it.
+//! Tests that need the writer stuck hold the journal's write lock from a second connection
+//! ([`Backend::hold_write_lock`]): the writer then waits inside its batch while the test
+//! queues writes behind it.
 
-use std::path::{Path, PathBuf};
+#[macro_use]
+mod common;
+
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{Backend, Kind, Tune, WriteLock};
 use futures::FutureExt;
 use futures::future::{BoxFuture, join_all};
+use kassa_store::postgres::{self, PostgresStore};
 use kassa_store::sqlite::{SqliteConfig, SqliteStore};
 use kassa_store::{
     Append, AppendError, IdempotencyRecord, JournalEntry, ListQuery, MerchantRecord, MethodRecord,
@@ -17,17 +24,33 @@ use kassa_store::{
 };
 use tempfile::TempDir;
 
+on_both_backends!(worker_threads = 2;
+    append_then_load_round_trips,
+    seq_conflict_writes_nothing,
+    misnumbered_entries_are_rejected,
+    duplicate_merchant_order_id_returns_existing_payment,
+    failing_request_does_not_fail_its_batch_neighbours,
+    group_commit_batches_concurrent_appends,
+    data_survives_close_and_reopen,
+    list_payments_pages_newest_first,
+    payment_ids_in_status_oldest_first,
+    idempotency_insert_if_absent_keeps_the_earlier_record,
+    purge_deletes_only_older_records,
+    merchants_insert_get_list,
+    overloaded_when_the_queue_is_full,
+    shutdown_drains_queued_writes_then_refuses_new_ones,
+    works_as_a_shared_trait_object,
+    many_reads_share_a_one_connection_pool,
+    methods_upsert_list_and_refuse_impossible_limits,
+);
+
 const MERCHANT: &str = "mch_1";
 
+/// The SQLite-only cases' file (a missing parent directory: `open` must create it).
 fn config(dir: &TempDir) -> SqliteConfig {
-    // A missing parent directory: `open` must create it.
     let mut config = SqliteConfig::new(dir.path().join("nested/data/kassa.db"));
     config.busy_timeout_ms = 30_000;
     config
-}
-
-fn open(dir: &TempDir) -> SqliteStore {
-    SqliteStore::open(config(dir)).expect("open store")
 }
 
 fn entry(seq: u64) -> JournalEntry {
@@ -99,28 +122,13 @@ async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
-/// SQLite's write lock, held from a second connection to keep the writer waiting.
-struct WriteLock(rusqlite::Connection);
-
-impl WriteLock {
-    fn hold(path: &Path) -> Self {
-        let conn = rusqlite::Connection::open(path).expect("open blocker connection");
-        conn.execute_batch("BEGIN IMMEDIATE")
-            .expect("take the write lock");
-        Self(conn)
-    }
-
-    fn release(self) {
-        self.0
-            .execute_batch("ROLLBACK")
-            .expect("release the write lock");
-    }
-}
-
-/// Holds the write lock and parks the writer on it with one `plug` write, so
-/// every write queued afterwards waits in the queue until the lock is released.
-async fn park_writer(store: &SqliteStore, path: &Path) -> (WriteLock, BoxFuture<'static, ()>) {
-    let lock = WriteLock::hold(path);
+/// Holds the write lock and parks the writer on it with one `plug` write, so every write
+/// queued afterwards waits in the queue until the lock is released.
+async fn park_writer(
+    backend: &Backend,
+    store: &Arc<dyn Store>,
+) -> (WriteLock, BoxFuture<'static, ()>) {
+    let lock = backend.hold_write_lock().await;
     let plug = store.append(create("pay_plug", "plug", 1));
     wait_for("the writer to take the plug", || {
         store.stats().queue_depth == 0
@@ -134,10 +142,8 @@ fn store_path(dir: &TempDir) -> PathBuf {
     config(dir).path
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn append_then_load_round_trips() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir);
+async fn append_then_load_round_trips(backend: Backend) {
+    let store = backend.open().await;
     let mut first = create("pay_1", "order-1", 100);
     first.entries.push(entry(2));
     store.append(first.clone()).await.unwrap();
@@ -173,10 +179,8 @@ async fn append_then_load_round_trips() {
     assert_eq!(store.get_refund("re_unknown").await.unwrap(), None);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn seq_conflict_writes_nothing() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir);
+async fn seq_conflict_writes_nothing(backend: Backend) {
+    let store = backend.open().await;
     let original = create("pay_1", "order-1", 100);
     store.append(original.clone()).await.unwrap();
 
@@ -207,10 +211,8 @@ async fn seq_conflict_writes_nothing() {
     assert_eq!(store.load_journal("pay_1").await.unwrap(), original.entries);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn misnumbered_entries_are_rejected() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir);
+async fn misnumbered_entries_are_rejected(backend: Backend) {
+    let store = backend.open().await;
     let cases = [
         vec![entry(1), entry(3)],
         vec![entry(2)],
@@ -243,10 +245,8 @@ async fn misnumbered_entries_are_rejected() {
     assert_eq!(store.stats().writes, 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn duplicate_merchant_order_id_returns_existing_payment() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir);
+async fn duplicate_merchant_order_id_returns_existing_payment(backend: Backend) {
+    let store = backend.open().await;
     store.append(create("pay_1", "order-1", 100)).await.unwrap();
 
     let err = store
@@ -277,17 +277,15 @@ async fn duplicate_merchant_order_id_returns_existing_payment() {
     store.append(update).await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failing_request_does_not_fail_its_batch_neighbours() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir);
+async fn failing_request_does_not_fail_its_batch_neighbours(backend: Backend) {
+    let store = backend.open().await;
     store
         .append(create("pay_taken", "order-taken", 1))
         .await
         .unwrap();
     let before = store.stats();
 
-    let (lock, plug) = park_writer(&store, &store_path(&dir)).await;
+    let (lock, plug) = park_writer(&backend, &store).await;
     let mut appends = Vec::new();
     for i in 0..100 {
         appends.push(store.append(create(&format!("pay_{i}"), &format!("order-{i}"), i)));
@@ -300,7 +298,7 @@ async fn failing_request_does_not_fail_its_batch_neighbours() {
             appends.push(store.append(create("pay_dup", "order-taken", 2)));
         }
     }
-    lock.release();
+    lock.release().await;
     plug.await;
     let results = join_all(appends).await;
 
@@ -332,16 +330,14 @@ async fn failing_request_does_not_fail_its_batch_neighbours() {
     assert_eq!(after.batch_writes_max, 100, "{after:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn group_commit_batches_concurrent_appends() {
+async fn group_commit_batches_concurrent_appends(backend: Backend) {
     const TASKS: usize = 100;
     const APPENDS_PER_TASK: usize = 20;
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir);
+    let store = backend.open().await;
     // Each task is one order actor: it appends, waits for durability, appends again.
     let tasks: Vec<_> = (0..TASKS)
         .map(|task| {
-            let store = store.clone();
+            let store = Arc::clone(&store);
             tokio::spawn(async move {
                 let order_id = format!("pay_{task}");
                 for seq in 1..=APPENDS_PER_TASK as u64 {
@@ -375,10 +371,8 @@ async fn group_commit_batches_concurrent_appends() {
     assert_eq!(journal.len(), APPENDS_PER_TASK);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn data_survives_close_and_reopen() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir);
+async fn data_survives_close_and_reopen(backend: Backend) {
+    let store = backend.open().await;
     store.append(create("pay_1", "order-1", 100)).await.unwrap();
     store.put_merchant(merchant("mch_1")).await.unwrap();
     store
@@ -388,7 +382,7 @@ async fn data_survives_close_and_reopen() {
     store.shutdown().await.unwrap();
     drop(store);
 
-    let store = open(&dir);
+    let store = backend.open().await;
     assert_eq!(store.load_journal("pay_1").await.unwrap(), [entry(1)]);
     assert_eq!(
         store.get_payment("pay_1").await.unwrap(),
@@ -412,7 +406,7 @@ async fn data_survives_close_and_reopen() {
     // Dropping the last handle (no shutdown) also commits and closes cleanly.
     drop(store);
 
-    let store = open(&dir);
+    let store = backend.open().await;
     assert_eq!(
         store.load_journal("pay_1").await.unwrap(),
         [entry(1), entry(2)]
@@ -422,7 +416,11 @@ async fn data_survives_close_and_reopen() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_newer_schema_is_refused() {
     let dir = TempDir::new().unwrap();
-    open(&dir).shutdown().await.unwrap();
+    SqliteStore::open(config(&dir))
+        .unwrap()
+        .shutdown()
+        .await
+        .unwrap();
     let conn = rusqlite::Connection::open(store_path(&dir)).unwrap();
     let current: i64 = conn
         .pragma_query_value(None, "user_version", |row| row.get(0))
@@ -434,10 +432,8 @@ async fn a_newer_schema_is_refused() {
     assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn list_payments_pages_newest_first() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir);
+async fn list_payments_pages_newest_first(backend: Backend) {
+    let store = backend.open().await;
     // Seven payments; ties on created_ms are ordered by id. Newest first:
     // g(70) f(60) e(50) d(50) c(50) b(20) a(10)
     let created = [
@@ -519,10 +515,8 @@ async fn list_payments_pages_newest_first() {
     assert!(!other.has_more);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn payment_ids_in_status_oldest_first() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir);
+async fn payment_ids_in_status_oldest_first(backend: Backend) {
+    let store = backend.open().await;
     for (id, ms) in [("pay_c", 30), ("pay_a", 10), ("pay_b", 20), ("pay_d", 40)] {
         store.append(create(id, id, ms)).await.unwrap();
     }
@@ -558,10 +552,8 @@ async fn payment_ids_in_status_oldest_first() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idempotency_insert_if_absent_keeps_the_earlier_record() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir);
+async fn idempotency_insert_if_absent_keeps_the_earlier_record(backend: Backend) {
+    let store = backend.open().await;
     let first = idempotency("key-1", "fp-first", 10);
     assert_eq!(store.put_idempotency(first.clone()).await.unwrap(), first);
     let second = idempotency("key-1", "fp-second", 20);
@@ -587,13 +579,11 @@ async fn idempotency_insert_if_absent_keeps_the_earlier_record() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn purge_deletes_only_older_records() {
+async fn purge_deletes_only_older_records(backend: Backend) {
     // More than one purge chunk (5 000 rows), so the chunk loop is exercised.
     const OLD: i64 = 5_100;
     const NEW: i64 = 20;
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir);
+    let store = backend.open().await;
     let puts =
         (0..OLD + NEW).map(|i| store.put_idempotency(idempotency(&format!("k{i}"), "fp", i)));
     for result in join_all(puts).await {
@@ -620,10 +610,8 @@ async fn purge_deletes_only_older_records() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn merchants_insert_get_list() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir);
+async fn merchants_insert_get_list(backend: Backend) {
+    let store = backend.open().await;
     store.put_merchant(merchant("mch_b")).await.unwrap();
     let mut no_webhook = merchant("mch_a");
     no_webhook.webhook_url = None;
@@ -643,14 +631,14 @@ async fn merchants_insert_get_list() {
     assert_eq!(all, [no_webhook, merchant("mch_b")]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn overloaded_when_the_queue_is_full() {
+async fn overloaded_when_the_queue_is_full(backend: Backend) {
     const QUEUE_MAX: usize = 4;
-    let dir = TempDir::new().unwrap();
-    let mut config = config(&dir);
-    config.write_queue_max = QUEUE_MAX;
-    let store = SqliteStore::open(config.clone()).unwrap();
-    let (lock, plug) = park_writer(&store, &config.path).await;
+    let tune = Tune {
+        write_queue_max: Some(QUEUE_MAX),
+        ..Tune::default()
+    };
+    let store = backend.open_with(tune).await;
+    let (lock, plug) = park_writer(&backend, &store).await;
 
     let mut accepted = Vec::new();
     let refused = loop {
@@ -675,7 +663,7 @@ async fn overloaded_when_the_queue_is_full() {
     let err = store.put_merchant(merchant("mch_1")).await.unwrap_err();
     assert!(matches!(err, StoreError::Overloaded), "{err:?}");
 
-    lock.release();
+    lock.release().await;
     plug.await;
     for result in join_all(accepted).await {
         result.unwrap();
@@ -687,11 +675,9 @@ async fn overloaded_when_the_queue_is_full() {
     assert_eq!(store.stats().queue_depth, 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_drains_queued_writes_then_refuses_new_ones() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir);
-    let (lock, plug) = park_writer(&store, &store_path(&dir)).await;
+async fn shutdown_drains_queued_writes_then_refuses_new_ones(backend: Backend) {
+    let store = backend.open().await;
+    let (lock, plug) = park_writer(&backend, &store).await;
     let queued: Vec<_> = (0..50)
         .map(|i| store.append(create(&format!("pay_{i}"), &format!("order-{i}"), i)))
         .collect();
@@ -717,7 +703,7 @@ async fn shutdown_drains_queued_writes_then_refuses_new_ones() {
         "shutdown returned while writes were queued"
     );
 
-    lock.release();
+    lock.release().await;
     plug.await;
     for result in join_all(queued).await {
         result.unwrap();
@@ -727,7 +713,7 @@ async fn shutdown_drains_queued_writes_then_refuses_new_ones() {
     store.shutdown().await.unwrap();
     drop(store);
 
-    let store = open(&dir);
+    let store = backend.open().await;
     for i in 0..50 {
         assert_eq!(
             store.load_journal(&format!("pay_{i}")).await.unwrap(),
@@ -737,21 +723,19 @@ async fn shutdown_drains_queued_writes_then_refuses_new_ones() {
     assert_eq!(store.load_journal("pay_late").await.unwrap(), []);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn works_as_a_shared_trait_object() {
-    let dir = TempDir::new().unwrap();
-    let store: std::sync::Arc<dyn Store> = std::sync::Arc::new(open(&dir));
+async fn works_as_a_shared_trait_object(backend: Backend) {
+    let store: Arc<dyn Store> = backend.open().await;
     store.append(create("pay_1", "order-1", 1)).await.unwrap();
     assert_eq!(store.load_journal("pay_1").await.unwrap(), [entry(1)]);
     store.shutdown().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn many_reads_share_a_one_connection_pool() {
-    let dir = TempDir::new().unwrap();
-    let mut config = config(&dir);
-    config.readers = 1;
-    let store = SqliteStore::open(config).unwrap();
+async fn many_reads_share_a_one_connection_pool(backend: Backend) {
+    let tune = Tune {
+        readers: Some(1),
+        ..Tune::default()
+    };
+    let store = backend.open_with(tune).await;
     store.append(create("pay_1", "order-1", 1)).await.unwrap();
     let reads = (0..200).map(|_| store.get_payment("pay_1"));
     for read in join_all(reads).await {
@@ -797,10 +781,8 @@ fn method(currency: &str, min_minor: i64, max_minor: i64) -> MethodRecord {
     }
 }
 
-#[tokio::test]
-async fn methods_upsert_list_and_refuse_impossible_limits() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir);
+async fn methods_upsert_list_and_refuse_impossible_limits(backend: Backend) {
+    let store = backend.open().await;
     assert!(store.list_methods().await.unwrap().is_empty());
     store.put_method(method("USD", 1, 100)).await.unwrap();
     store.put_method(method("EUR", 1, 50)).await.unwrap();
@@ -811,4 +793,220 @@ async fn methods_upsert_list_and_refuse_impossible_limits() {
     assert!(store.put_method(method("GBP", 10, 5)).await.is_err());
     assert!(store.put_method(method("GBP", 0, 5)).await.is_err());
     assert_eq!(store.list_methods().await.unwrap().len(), 2);
+}
+
+// --- PostgreSQL only ------------------------------------------------------------------------
+
+/// A PostgreSQL backend for a PostgreSQL-only case (or `None`: skipped, see `common`).
+async fn postgres_backend(test: &str) -> Option<Backend> {
+    let backend = Backend::postgres(test).await?;
+    assert_eq!(backend.kind(), Kind::Postgres);
+    Some(backend)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_migrate_twice_is_a_no_op() {
+    let Some(backend) = postgres_backend("postgres_migrate_twice_is_a_no_op").await else {
+        return;
+    };
+    let config = backend.postgres_config(Tune::default());
+    let first = postgres::migrate(&config).await.unwrap();
+    assert_eq!(first.from_version, 0, "{first:?}");
+    assert_eq!(first.applied, [5, 6], "{first:?}");
+    assert_eq!(first.to_version, 6, "{first:?}");
+    let second = postgres::migrate(&config).await.unwrap();
+    assert_eq!(second.from_version, 6, "{second:?}");
+    assert!(second.applied.is_empty(), "{second:?}");
+    assert_eq!(second.to_version, 6, "{second:?}");
+    // A store opens on the migrated schema (migrating nothing) and works.
+    let store = backend.open().await;
+    store.append(create("pay_1", "order-1", 1)).await.unwrap();
+    assert_eq!(store.load_journal("pay_1").await.unwrap(), [entry(1)]);
+    store.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_concurrent_migrations_apply_each_version_once() {
+    let Some(backend) =
+        postgres_backend("postgres_concurrent_migrations_apply_each_version_once").await
+    else {
+        return;
+    };
+    let config = backend.postgres_config(Tune::default());
+    let runs = (0..4).map(|_| {
+        let config = config.clone();
+        tokio::spawn(async move { postgres::migrate(&config).await })
+    });
+    let reports: Vec<_> = join_all(runs)
+        .await
+        .into_iter()
+        .map(|run| run.unwrap().unwrap())
+        .collect();
+    let applied: Vec<i64> = reports.iter().flat_map(|r| r.applied.clone()).collect();
+    assert_eq!(applied, [5, 6], "{reports:?}");
+    assert!(reports.iter().all(|r| r.to_version == 6), "{reports:?}");
+    let client = backend.postgres_client().await;
+    let rows = client
+        .query(
+            &format!(
+                "SELECT version FROM \"{}\".kassa_schema_version",
+                config.schema
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2, "one row per version");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_newer_schema_is_refused() {
+    let Some(backend) = postgres_backend("postgres_a_newer_schema_is_refused").await else {
+        return;
+    };
+    let config = backend.postgres_config(Tune::default());
+    postgres::migrate(&config).await.unwrap();
+    let client = backend.postgres_client().await;
+    client
+        .batch_execute(&format!(
+            "INSERT INTO \"{}\".kassa_schema_version (version, applied_ms) VALUES (7, 0)",
+            config.schema
+        ))
+        .await
+        .unwrap();
+    let err = PostgresStore::open(config).await.unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+}
+
+/// Leases: one holder at a time; the holder renews; once it lapses another takes it with a
+/// higher fence. Two stores stand for two nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_lease_has_one_holder_until_it_lapses() {
+    let Some(backend) = postgres_backend("postgres_a_lease_has_one_holder_until_it_lapses").await
+    else {
+        return;
+    };
+    let node_a = backend.open().await;
+    let node_b = backend.open().await;
+    const LONG_MS: u64 = 60_000;
+    let fence = node_a.try_lease("janitor", "a", LONG_MS).await.unwrap();
+    assert_eq!(fence, Some(1));
+    assert_eq!(
+        node_b.try_lease("janitor", "b", LONG_MS).await.unwrap(),
+        None
+    );
+    // Renewing keeps the fence; another lease name is independent.
+    assert_eq!(
+        node_a.try_lease("janitor", "a", LONG_MS).await.unwrap(),
+        Some(1)
+    );
+    assert_eq!(
+        node_b.try_lease("relay", "b", LONG_MS).await.unwrap(),
+        Some(1)
+    );
+    // A lease of 0 ms has lapsed at once: the other node takes it, with a new fence.
+    assert_eq!(node_a.try_lease("janitor", "a", 0).await.unwrap(), Some(1));
+    assert_eq!(
+        node_b.try_lease("janitor", "b", LONG_MS).await.unwrap(),
+        Some(2)
+    );
+    assert_eq!(
+        node_a.try_lease("janitor", "a", LONG_MS).await.unwrap(),
+        None
+    );
+    node_a.shutdown().await.unwrap();
+    node_b.shutdown().await.unwrap();
+}
+
+/// Two stores (two nodes) on one schema, both appending the first entry of one order: the
+/// journal's key lets exactly one through; the other gets the seq conflict one node gives.
+/// Both writers are held at the journal's lock until both have read seq 0, so the conflict
+/// is found at the insert, not at the check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_two_stores_with_the_same_expected_seq_one_wins() {
+    let Some(backend) =
+        postgres_backend("postgres_two_stores_with_the_same_expected_seq_one_wins").await
+    else {
+        return;
+    };
+    let first = backend.open().await;
+    let second = backend.open().await;
+    let lock = backend.hold_write_lock().await;
+    let a = first.append(create("pay_1", "order-1", 1));
+    let mut other = create("pay_1", "order-1", 1);
+    other.entries[0].kind = "other".to_owned();
+    let b = second.append(other);
+    wait_for("both writers to take their append", || {
+        first.stats().queue_depth == 0 && second.stats().queue_depth == 0
+    })
+    .await;
+    // Both are now inside their batch: past the seq check, waiting at the insert.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    lock.release().await;
+    let (a, b) = futures::join!(a, b);
+    let (winner, loser) = match (&a, &b) {
+        (Ok(()), Err(e)) => ("first", e),
+        (Err(e), Ok(())) => ("second", e),
+        _ => panic!("exactly one append must win: {a:?} {b:?}"),
+    };
+    assert!(
+        matches!(
+            loser,
+            AppendError::SeqConflict { order_id, expected_seq: 0, current_seq: 1 }
+                if order_id == "pay_1"
+        ),
+        "{winner} won; the other got {loser:?}"
+    );
+    let journal = first.load_journal("pay_1").await.unwrap();
+    assert_eq!(journal.len(), 1);
+    assert_eq!(second.load_journal("pay_1").await.unwrap(), journal);
+    // Another order under the same merchant_order_id, from either node, is a duplicate.
+    let err = second
+        .append(create("pay_2", "order-1", 2))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, AppendError::DuplicateMerchantOrderId { ref existing_payment_id }
+            if existing_payment_id == "pay_1"),
+        "{err:?}"
+    );
+    first.shutdown().await.unwrap();
+    second.shutdown().await.unwrap();
+}
+
+/// Bounds and the schema name are checked before connecting: no server needed.
+#[tokio::test]
+async fn postgres_open_refuses_zero_bounds_and_odd_schemas() {
+    let base = kassa_store::PostgresConfig::new("postgres://nobody@127.0.0.1:1/none");
+    for zero in [
+        "pool_size_max",
+        "group_commit_batch_max",
+        "write_queue_max",
+        "statement_timeout_ms",
+        "connect_timeout_ms",
+    ] {
+        let mut config = base.clone();
+        match zero {
+            "pool_size_max" => config.pool_size_max = 0,
+            "group_commit_batch_max" => config.group_commit_batch_max = 0,
+            "write_queue_max" => config.write_queue_max = 0,
+            "statement_timeout_ms" => config.statement_timeout_ms = 0,
+            _ => config.connect_timeout_ms = 0,
+        }
+        let err = PostgresStore::open(config).await.unwrap_err();
+        assert!(err.to_string().contains(zero), "{err}");
+    }
+    for schema in [
+        "",
+        "Kassa",
+        "1kassa",
+        "kassa-test",
+        "kassa\"; DROP",
+        &"k".repeat(64),
+    ] {
+        let mut config = base.clone();
+        config.schema = schema.to_owned();
+        let err = PostgresStore::open(config).await.unwrap_err();
+        assert!(err.to_string().contains("schema"), "{schema:?}: {err}");
+    }
 }

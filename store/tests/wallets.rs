@@ -1,10 +1,15 @@
-//! Wallets on the SQLite backend against the `Store` contract: balances never negative under
+//! Wallets on both backends against the `Store` contract: balances never negative under
 //! concurrency, every movement journaled once per key, closed keys, merchant isolation,
-//! pagination, and the in-place migration of a file written by the previous schema.
+//! pagination; and (SQLite only) the in-place migration of a file written by the previous
+//! schema.
+
+#[macro_use]
+mod common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use common::Backend;
 use futures::future::join_all;
 use kassa_store::sqlite::{SqliteConfig, SqliteStore};
 use kassa_store::{
@@ -12,6 +17,18 @@ use kassa_store::{
     WalletMovement, WalletMovementKind, WalletRecord,
 };
 use tempfile::TempDir;
+
+on_both_backends!(worker_threads = 4;
+    concurrent_debits_never_overdraw,
+    a_key_moves_money_once_even_when_raced,
+    a_key_used_for_another_move_is_refused,
+    a_closed_key_never_moves_money,
+    a_merchant_only_reaches_its_own_wallets,
+    wrong_currency_and_bad_moves_change_nothing,
+    wallets_are_created_once_and_start_empty,
+    movements_page_newest_first,
+    balances_survive_close_and_reopen,
+);
 
 const MERCHANT: &str = "mch_1";
 const OTHER_MERCHANT: &str = "mch_2";
@@ -54,14 +71,14 @@ fn move_(key: &str, wallet_id: &str, kind: WalletMovementKind, amount_minor: i64
     }
 }
 
-async fn new_wallet(store: &impl Store, id: &str) {
+async fn new_wallet(store: &Arc<dyn Store>, id: &str) {
     store
         .create_wallet(wallet(id, MERCHANT, "EUR"))
         .await
         .expect("create wallet");
 }
 
-async fn top_up(store: &impl Store, wallet_id: &str, key: &str, amount_minor: i64) {
+async fn top_up(store: &Arc<dyn Store>, wallet_id: &str, key: &str, amount_minor: i64) {
     let outcome = store
         .move_wallet(move_(
             key,
@@ -77,7 +94,7 @@ async fn top_up(store: &impl Store, wallet_id: &str, key: &str, amount_minor: i6
     );
 }
 
-async fn balance(store: &impl Store, wallet_id: &str) -> i64 {
+async fn balance(store: &Arc<dyn Store>, wallet_id: &str) -> i64 {
     store
         .get_wallet(MERCHANT, wallet_id)
         .await
@@ -87,7 +104,7 @@ async fn balance(store: &impl Store, wallet_id: &str) -> i64 {
 }
 
 /// Every movement of a wallet, oldest first, walking pages of 100.
-async fn all_movements(store: &impl Store, wallet_id: &str) -> Vec<WalletMovement> {
+async fn all_movements(store: &Arc<dyn Store>, wallet_id: &str) -> Vec<WalletMovement> {
     let mut newest_first = Vec::new();
     let mut query = ListQuery {
         limit: 100,
@@ -110,7 +127,7 @@ async fn all_movements(store: &impl Store, wallet_id: &str) -> Vec<WalletMovemen
 
 /// The journal explains the balance: each movement's balance_after is the previous one plus or
 /// minus its amount, never negative, and the last one is the wallet's balance.
-async fn assert_journal_explains_balance(store: &impl Store, wallet_id: &str) {
+async fn assert_journal_explains_balance(store: &Arc<dyn Store>, wallet_id: &str) {
     let mut running = 0_i64;
     for movement in all_movements(store, wallet_id).await {
         running = if movement.kind.is_credit() {
@@ -124,13 +141,11 @@ async fn assert_journal_explains_balance(store: &impl Store, wallet_id: &str) {
     assert_eq!(balance(store, wallet_id).await, running);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_debits_never_overdraw() {
+async fn concurrent_debits_never_overdraw(backend: Backend) {
     const DEBITS: usize = 200;
-    let dir = TempDir::new().unwrap();
-    let store = Arc::new(open(&dir));
-    new_wallet(&*store, "wal_1").await;
-    top_up(&*store, "wal_1", "wtx_fund", 5_000).await;
+    let store = backend.open().await;
+    new_wallet(&store, "wal_1").await;
+    top_up(&store, "wal_1", "wtx_fund", 5_000).await;
 
     let debits = (0..DEBITS).map(|i| {
         let store = Arc::clone(&store);
@@ -165,16 +180,14 @@ async fn concurrent_debits_never_overdraw() {
     }
     assert_eq!(applied, 50, "exactly fifty 1.00 debits fit in 50.00");
     assert_eq!(refused, DEBITS - 50);
-    assert_eq!(balance(&*store, "wal_1").await, 0);
-    assert_eq!(all_movements(&*store, "wal_1").await.len(), 51);
-    assert_journal_explains_balance(&*store, "wal_1").await;
+    assert_eq!(balance(&store, "wal_1").await, 0);
+    assert_eq!(all_movements(&store, "wal_1").await.len(), 51);
+    assert_journal_explains_balance(&store, "wal_1").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_key_moves_money_once_even_when_raced() {
-    let dir = TempDir::new().unwrap();
-    let store = Arc::new(open(&dir));
-    new_wallet(&*store, "wal_1").await;
+async fn a_key_moves_money_once_even_when_raced(backend: Backend) {
+    let store = backend.open().await;
+    new_wallet(&store, "wal_1").await;
 
     let mut credit = move_("wtx_same", "wal_1", WalletMovementKind::TopUp, 1_000);
     credit.reference = Some("pay_1".to_owned());
@@ -207,15 +220,15 @@ async fn a_key_moves_money_once_even_when_raced() {
             other => panic!("unexpected outcome {other:?}"),
         }
     }
-    assert_eq!(balance(&*store, "wal_1").await, 1_000);
+    assert_eq!(balance(&store, "wal_1").await, 1_000);
 
     // A replay after later movements still answers the original movement.
-    top_up(&*store, "wal_1", "wtx_more", 500).await;
+    top_up(&store, "wal_1", "wtx_more", 500).await;
     assert_eq!(
         store.move_wallet(credit).await.unwrap(),
         WalletMoveOutcome::Replayed(first.clone())
     );
-    assert_eq!(balance(&*store, "wal_1").await, 1_500);
+    assert_eq!(balance(&store, "wal_1").await, 1_500);
     assert_eq!(
         store.wallet_movement("wtx_same").await.unwrap(),
         Some(first)
@@ -223,10 +236,8 @@ async fn a_key_moves_money_once_even_when_raced() {
     assert_eq!(store.wallet_movement("wtx_never").await.unwrap(), None);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_key_used_for_another_move_is_refused() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir);
+async fn a_key_used_for_another_move_is_refused(backend: Backend) {
+    let store = backend.open().await;
     new_wallet(&store, "wal_1").await;
     new_wallet(&store, "wal_2").await;
     top_up(&store, "wal_1", "wtx_k", 1_000).await;
@@ -246,10 +257,8 @@ async fn a_key_used_for_another_move_is_refused() {
     assert_eq!(all_movements(&store, "wal_2").await, []);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_closed_key_never_moves_money() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir);
+async fn a_closed_key_never_moves_money(backend: Backend) {
+    let store = backend.open().await;
     new_wallet(&store, "wal_1").await;
     top_up(&store, "wal_1", "wtx_fund", 1_000).await;
 
@@ -281,7 +290,7 @@ async fn a_closed_key_never_moves_money() {
     // Closed keys survive a restart.
     store.shutdown().await.unwrap();
     drop(store);
-    let store = open(&dir);
+    let store = backend.open().await;
     let late = move_("wtx_lost", "wal_1", WalletMovementKind::Payment, 300);
     assert_eq!(
         store.move_wallet(late).await.unwrap(),
@@ -289,10 +298,8 @@ async fn a_closed_key_never_moves_money() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_merchant_only_reaches_its_own_wallets() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir);
+async fn a_merchant_only_reaches_its_own_wallets(backend: Backend) {
+    let store = backend.open().await;
     new_wallet(&store, "wal_1").await;
     top_up(&store, "wal_1", "wtx_fund", 1_000).await;
 
@@ -323,10 +330,8 @@ async fn a_merchant_only_reaches_its_own_wallets() {
     assert_eq!(store.wallet_movement("wtx_theirs").await.unwrap(), None);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wrong_currency_and_bad_moves_change_nothing() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir);
+async fn wrong_currency_and_bad_moves_change_nothing(backend: Backend) {
+    let store = backend.open().await;
     new_wallet(&store, "wal_1").await;
     top_up(&store, "wal_1", "wtx_fund", 1_000).await;
 
@@ -374,10 +379,8 @@ async fn wrong_currency_and_bad_moves_change_nothing() {
     assert_journal_explains_balance(&store, "wal_1").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wallets_are_created_once_and_start_empty() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir);
+async fn wallets_are_created_once_and_start_empty(backend: Backend) {
+    let store = backend.open().await;
     let record = wallet("wal_1", MERCHANT, "EUR");
     store.create_wallet(record.clone()).await.unwrap();
     assert_eq!(
@@ -411,10 +414,8 @@ async fn wallets_are_created_once_and_start_empty() {
     assert_eq!(read.created_ms, 1_000);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn movements_page_newest_first() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir);
+async fn movements_page_newest_first(backend: Backend) {
+    let store = backend.open().await;
     new_wallet(&store, "wal_1").await;
     new_wallet(&store, "wal_2").await;
     top_up(&store, "wal_2", "wtx_elsewhere", 1).await;
@@ -491,10 +492,8 @@ async fn movements_page_newest_first() {
     assert!(empty.rows.is_empty() && !empty.has_more);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn balances_survive_close_and_reopen() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir);
+async fn balances_survive_close_and_reopen(backend: Backend) {
+    let store = backend.open().await;
     new_wallet(&store, "wal_1").await;
     top_up(&store, "wal_1", "wtx_1", 1_250).await;
     let debit = move_("wtx_2", "wal_1", WalletMovementKind::Payment, 250);
@@ -502,7 +501,7 @@ async fn balances_survive_close_and_reopen() {
     // Dropping the last handle commits and closes.
     drop(store);
 
-    let store = open(&dir);
+    let store = backend.open().await;
     assert_eq!(balance(&store, "wal_1").await, 1_000);
     let WalletMoveOutcome::Replayed(replayed) = store.move_wallet(debit).await.unwrap() else {
         panic!("the debit must replay after a restart");
@@ -532,7 +531,7 @@ async fn a_file_from_before_wallets_is_migrated_in_place() {
         body: "{}".to_owned(),
         at_ms: 10,
     };
-    let store = open(&dir);
+    let store: Arc<dyn Store> = Arc::new(open(&dir));
     store
         .append(Append {
             order_id: "pay_1".to_owned(),
@@ -565,7 +564,7 @@ async fn a_file_from_before_wallets_is_migrated_in_place() {
     assert_eq!(tables, 0);
     drop(conn);
 
-    let store = open(&dir);
+    let store: Arc<dyn Store> = Arc::new(open(&dir));
     assert_eq!(store.get_payment("pay_1").await.unwrap(), Some(payment));
     assert_eq!(store.load_journal("pay_1").await.unwrap(), [entry]);
     new_wallet(&store, "wal_1").await;

@@ -377,21 +377,27 @@ pub async fn get_payment(merchant: &MerchantClient, id: &str) -> Value {
 
 /// Every payment of `merchant`, newest first, walking `starting_after` pages of 100.
 pub async fn list_all_payments(merchant: &MerchantClient) -> Vec<Value> {
+    list_all(merchant, "/v1/payments").await
+}
+
+/// Every object of the list at `path` (`/v1/payments`, `/v1/events`), newest first, walking
+/// `starting_after` pages of 100.
+pub async fn list_all(merchant: &MerchantClient, path: &str) -> Vec<Value> {
     let mut all = Vec::new();
-    let mut path = "/v1/payments?limit=100".to_owned();
+    let mut page_path = format!("{path}?limit=100");
     for _ in 0..LIST_PAGES_MAX {
-        let (page, has_more) = assert_list(&get_ok(merchant, &path).await);
-        let last = page.last().map(|payment| payment["id"].clone());
+        let (page, has_more) = assert_list(&get_ok(merchant, &page_path).await);
+        let last = page.last().map(|object| object["id"].clone());
         all.extend(page);
         match (has_more, last) {
             (false, _) => return all,
             (true, Some(Value::String(last))) => {
-                path = format!("/v1/payments?limit=100&starting_after={last}");
+                page_path = format!("{path}?limit=100&starting_after={last}");
             }
-            (true, last) => panic!("list has_more with no usable last id ({last:?})"),
+            (true, last) => panic!("{path}: has_more with no usable last id ({last:?})"),
         }
     }
-    panic!("more than {LIST_PAGES_MAX} pages of payments: pagination does not end");
+    panic!("{path}: more than {LIST_PAGES_MAX} pages: pagination does not end");
 }
 
 /// `POST /v1/payments` as `merchant`; panics only on transport errors.

@@ -16,6 +16,11 @@
 //!   (W3C WebDriver over HTTP), for the dashboard test; skips without the tools unless `CI=true`.
 //! - [`poll`]: [`poll_until`], waiting for a condition with a deadline (tests never sleep a fixed
 //!   time in place of a condition).
+//! - [`cluster`]: [`cluster::ClusterEnv`], nodes in cluster mode on a fresh PostgreSQL schema,
+//!   RabbitMQ prefix and Redis key prefix, several of them sharing one sandbox acquirer.
+//! - [`services`]: the machine's services (PostgreSQL, RabbitMQ, Redis, and `OwnRedis`, a
+//!   test's own `redis-server` it may kill and restart): skip with a reason on a laptop without
+//!   them, fail under `CI=true`; fresh schemas and prefixes per instance, deleted afterwards.
 //! - [`webhooks`]: [`webhooks::WebhookReceiver`], a merchant's webhook endpoint whose answers the
 //!   test scripts (a status, or hanging), recording every request.
 //!
@@ -29,9 +34,11 @@ pub mod api;
 pub mod binary;
 pub mod browser;
 pub mod cli;
+pub mod cluster;
 pub mod poll;
 pub mod process;
 pub mod raw;
+pub mod services;
 pub mod webhooks;
 
 pub use api::*;

@@ -180,6 +180,21 @@ impl Kassa {
         Some(status)
     }
 
+    /// One series of `GET /metrics` (its whole name with labels, e.g.
+    /// `kassa_notifier_broker_connected{role="relay"}`); panics if it is missing.
+    pub async fn metric(&self, series: &str) -> u64 {
+        let response = kassa_client::HttpClient::new(self.base_url())
+            .send("GET", "/metrics", &[], Vec::new())
+            .await
+            .expect("GET /metrics");
+        assert_eq!(response.status, 200, "GET /metrics");
+        let text = response.text();
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in /metrics:\n{text}"))
+    }
+
     /// An operator client for the current run.
     pub fn admin(&self) -> AdminClient {
         AdminClient::new(&self.base_url, &self.admin_token)

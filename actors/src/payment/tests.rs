@@ -420,3 +420,53 @@ fn reversal_is_refused_after_refunds_and_on_final_states() {
         Err(Rejection::UnexpectedState { .. })
     ));
 }
+
+#[test]
+fn a_keyed_command_applied_once_is_answered_not_refused_when_retried() {
+    let keyed = |command: Command| Command::Keyed {
+        request: "req_capture".into(),
+        command: Box::new(command),
+    };
+    let capture = keyed(Command::Capture {
+        amount: Some(usd(500)),
+    });
+    let p = step(preauthorized(), capture.clone()).unwrap();
+    assert_eq!(p.pending, Some(PendingOp::Capture { amount: usd(500) }));
+    assert_eq!(p.applied_requests, ["req_capture"]);
+    let p = step(p, Command::CaptureOutcome(Ok("cap".into()))).unwrap();
+    // The retry finds its request applied: refused as such (callers answer the state), where
+    // the bare command would be refused for the payment's status.
+    assert_eq!(decide(Some(&p), &capture), Err(Rejection::AlreadyApplied));
+    assert!(matches!(
+        decide(
+            Some(&p),
+            &Command::Capture {
+                amount: Some(usd(500))
+            }
+        ),
+        Err(Rejection::UnexpectedState { .. })
+    ));
+    // A command that changes nothing records no request.
+    let late = keyed(Command::CaptureOutcome(Ok("cap".into())));
+    assert_eq!(
+        decide(Some(&p), &Command::CaptureOutcome(Ok("cap".into()))),
+        Ok(vec![])
+    );
+    assert_eq!(decide(Some(&p), &late).unwrap_or_default().len(), 0);
+}
+
+#[test]
+fn an_order_remembers_a_bounded_number_of_keyed_requests() {
+    let mut p = preauthorized();
+    for i in 0..APPLIED_REQUESTS_MAX + 5 {
+        let event = Event::RequestApplied {
+            request: format!("req_{i}"),
+        };
+        p = apply(Some(p.clone()), &event, p.seq + 1, 0).unwrap();
+    }
+    assert_eq!(p.applied_requests.len(), APPLIED_REQUESTS_MAX);
+    assert_eq!(
+        p.applied_requests[0], "req_5",
+        "the oldest are forgotten first"
+    );
+}

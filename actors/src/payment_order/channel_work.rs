@@ -45,7 +45,8 @@ impl PaymentOrder {
                 | Event::Reversed
                 | Event::ReversalFailed { .. }
                 | Event::RefundSucceeded { .. }
-                | Event::RefundFailed { .. } => {}
+                | Event::RefundFailed { .. }
+                | Event::RequestApplied { .. } => {}
             }
         }
     }
@@ -193,7 +194,7 @@ impl PaymentOrder {
         ctx: &mut Context<Self>,
     ) {
         match answer {
-            Ok(command) => ctx.notify(Outcome(command, None)),
+            Ok(command) => self.outcome(Outcome(command, None), ctx),
             Err(error) => {
                 let reason = match error {
                     CallError::Refused(failure) => failure.message,

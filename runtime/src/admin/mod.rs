@@ -278,16 +278,43 @@ pub async fn readyz(app: &App) -> Response<Body> {
     let store_ok = app.store.get_merchant("mch_readyz_probe").await.is_ok();
     let tree = crate::admin::supervision::readiness(app).await;
     let ready = store_ok && tree.is_ok();
-    let checks = json!({
+    let mut checks = json!({
         "store": if store_ok { "ok" } else { "unavailable" },
         "supervision": match &tree { Ok(()) => "ok".to_string(), Err(not_running) => not_running.clone() },
+        "notifications": notifications_check(app),
     });
+    if let Some(redis) = redis_check(app) {
+        checks["redis"] = json!(redis);
+    }
     let (status, word) = if ready {
         (StatusCode::OK, "ready")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not_ready")
     };
     json(status, &json!({"status": word, "checks": checks}))
+}
+
+/// The notifier's transport, for `/readyz`. A broker outage does not make Kassa unready:
+/// payments go on and their events wait in the outbox.
+fn notifications_check(app: &App) -> &'static str {
+    match app.settings.notifications.transport {
+        kassa_config::NotificationTransport::Embedded => "ok",
+        kassa_config::NotificationTransport::Rabbitmq => match app.metrics.broker.connected() {
+            (true, true) => "ok",
+            _ => "degraded: the broker is unreachable; events wait in the outbox",
+        },
+    }
+}
+
+/// Redis, for `/readyz` in cluster mode (`None` in embedded mode, which has none). An outage
+/// does not make Kassa unready: the store and the local limits carry on without it.
+fn redis_check(app: &App) -> Option<&'static str> {
+    let redis = app.redis.as_ref()?;
+    Some(if redis.connected() {
+        "ok"
+    } else {
+        "degraded: Redis is unreachable; idempotency uses the store alone, rate limits are per node"
+    })
 }
 
 /// `GET /metrics`: Prometheus text.

@@ -200,7 +200,10 @@ impl From<Rejection> for ApiError {
             Rejection::NotFound => {
                 ApiError::invalid(StatusCode::NOT_FOUND, "resource_missing", message)
             }
-            Rejection::Exists { .. } | Rejection::RefundExists { .. } => ApiError::idempotency(
+            // `AlreadyApplied` is answered with the order's state before it gets here.
+            Rejection::Exists { .. }
+            | Rejection::RefundExists { .. }
+            | Rejection::AlreadyApplied => ApiError::idempotency(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "idempotency_key_reused",
                 "this Idempotency-Key was used with a different request",

@@ -33,10 +33,13 @@
 //! most [`STARVED_SCAN_ROWS_MAX`]) for other endpoints' due ones: a flood for one hanging
 //! endpoint does not starve the rest.
 
+pub mod broker;
+mod consumer;
+mod relay;
 mod schedule;
 pub mod send;
+mod slots;
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,12 +50,15 @@ use kassa_store::{
     ListQuery,
 };
 use tokio::sync::watch;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 
 use crate::app::App;
 use crate::merchants::Merchant;
 use crate::tree::{Duty, Worker};
+use slots::Slots;
 
+pub use consumer::run as rabbitmq_consumer;
+pub use relay::run as rabbitmq_relay;
 pub use schedule::after_failure;
 
 /// Rows the starvation scan reads, in pages of [`LIST_PAGE_MAX`].
@@ -60,24 +66,47 @@ pub const STARVED_SCAN_ROWS_MAX: u32 = 500;
 const LIST_PAGE_MAX: u32 = 100;
 /// How long a graceful stop waits for attempts in flight before abandoning them (they are
 /// sent again after the restart).
-const DRAIN_MS_MAX: u64 = 3_000;
+pub(super) const DRAIN_MS_MAX: u64 = 3_000;
 /// How often the worker checks that its loop is still running.
 const LOOP_CHECK_EVERY_MS: u64 = 500;
 /// The pause after a store error before the loop tries again.
 const STORE_RETRY_MS: u64 = 500;
 
-/// The `dispatcher` worker's duty: runs [`Dispatcher::run`] on the I/O runtime, reports a crash
-/// if it ends by itself, and stops it (draining attempts in flight) on shutdown.
+/// Sleeps `delay`, or less if `stop` turns true (the broker loops' reconnect backoff).
+async fn sleep_unless_stopped(stop: &mut watch::Receiver<bool>, delay: Duration) {
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => {}
+        _ = stop.changed() => {}
+    }
+}
+
+/// One of the notifier's loops: runs until the receiver turns true, then drains.
+pub type NotifierLoop =
+    fn(Arc<App>, watch::Receiver<bool>) -> futures::future::BoxFuture<'static, ()>;
+
+/// The embedded transport's `dispatcher` loop.
+pub fn embedded_dispatcher(
+    app: Arc<App>,
+    stop: watch::Receiver<bool>,
+) -> futures::future::BoxFuture<'static, ()> {
+    Box::pin(Dispatcher::new(app).run(stop))
+}
+
+/// A notifier worker's duty: runs its loop ([`embedded_dispatcher`], [`relay::run`] or
+/// [`consumer::run`]) on the I/O runtime, reports a crash if the loop ends by itself, and
+/// stops it (draining attempts in flight) on shutdown.
 pub struct NotifierDuty {
     app: Arc<App>,
+    run: NotifierLoop,
     stop: Option<watch::Sender<bool>>,
     task: Option<JoinHandle<()>>,
 }
 
 impl NotifierDuty {
-    pub fn new(app: Arc<App>) -> NotifierDuty {
+    pub fn new(app: Arc<App>, run: NotifierLoop) -> NotifierDuty {
         NotifierDuty {
             app,
+            run,
             stop: None,
             task: None,
         }
@@ -87,8 +116,7 @@ impl NotifierDuty {
 impl Duty for NotifierDuty {
     fn started(&mut self, ctx: &mut Context<Worker>) {
         let (stop, stopped) = watch::channel(false);
-        let dispatcher = Dispatcher::new(self.app.clone());
-        self.task = Some(self.app.io.spawn(dispatcher.run(stopped)));
+        self.task = Some(self.app.io.spawn((self.run)(self.app.clone(), stopped)));
         self.stop = Some(stop);
         ctx.run_interval(Duration::from_millis(LOOP_CHECK_EVERY_MS), |worker, ctx| {
             let ended = worker
@@ -96,7 +124,7 @@ impl Duty for NotifierDuty {
                 .and_then(|duty| duty.task.as_ref().map(JoinHandle::is_finished))
                 .unwrap_or(false);
             if ended {
-                worker.fail(ctx, "the dispatcher loop ended unexpectedly".into());
+                worker.fail(ctx, "the notifier loop ended unexpectedly".into());
             }
         });
     }
@@ -129,23 +157,13 @@ impl Drop for NotifierDuty {
     }
 }
 
-/// What one attempt task is doing, known to the loop by the task's id.
-struct InFlight {
-    event_id: String,
-    /// `None` for a `NoEndpoint` record (it holds no endpoint slot).
-    endpoint: Option<String>,
-}
-
 /// The loop's own state: only the loop touches it, so no locks.
 pub struct Dispatcher {
     app: Arc<App>,
     settings: NotificationSettings,
     client: send::WebhookClient,
     jitter: schedule::Jitter,
-    tasks: JoinSet<()>,
-    in_flight: HashMap<tokio::task::Id, InFlight>,
-    events_in_flight: HashSet<String>,
-    by_endpoint: HashMap<String, usize>,
+    slots: Slots,
 }
 
 /// What one pass over the due deliveries did.
@@ -170,10 +188,7 @@ impl Dispatcher {
             jitter: schedule::Jitter::seeded(seed),
             app,
             settings,
-            tasks: JoinSet::new(),
-            in_flight: HashMap::new(),
-            events_in_flight: HashSet::new(),
-            by_endpoint: HashMap::new(),
+            slots: Slots::default(),
         }
     }
 
@@ -196,16 +211,12 @@ impl Dispatcher {
             };
             if wait.is_zero() {
                 // Reap whatever finished meanwhile, without waiting.
-                while let Some(done) = self.tasks.try_join_next_with_id() {
-                    self.finished(done);
-                }
+                self.slots.reap();
                 continue;
             }
             tokio::select! {
                 _ = wake.notified() => {}
-                Some(done) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
-                    self.finished(done);
-                }
+                Some(()) = self.slots.join_next(), if !self.slots.is_empty() => {}
                 _ = tokio::time::sleep(wait) => {}
                 _ = stop.changed() => {}
             }
@@ -232,7 +243,7 @@ impl Dispatcher {
     /// One scan of the due deliveries: start what the bounds allow.
     async fn pass(&mut self) -> Result<Pass, kassa_store::StoreError> {
         let mut pass = Pass::default();
-        if self.tasks.len() >= self.settings.inflight_max {
+        if self.slots.len() >= self.settings.inflight_max {
             return Ok(pass);
         }
         let now = self.app.now_ms();
@@ -240,11 +251,11 @@ impl Dispatcher {
         let limit = self
             .settings
             .batch_max
-            .saturating_add(u32::try_from(self.tasks.len()).unwrap_or(u32::MAX));
+            .saturating_add(u32::try_from(self.slots.len()).unwrap_or(u32::MAX));
         let due = self.app.store.due_deliveries(now, limit).await?;
         pass.read = due.len();
         for (delivery, event) in due {
-            if self.tasks.len() >= self.settings.inflight_max {
+            if self.slots.len() >= self.settings.inflight_max {
                 break;
             }
             self.consider(delivery, event, &mut pass).await;
@@ -258,7 +269,7 @@ impl Dispatcher {
 
     /// Starts `delivery` if nothing holds it back.
     async fn consider(&mut self, delivery: DeliveryRecord, event: EventRecord, pass: &mut Pass) {
-        if self.events_in_flight.contains(&delivery.event_id) {
+        if self.slots.holds_event(&delivery.event_id) {
             return;
         }
         let merchant = match self.app.merchants.get(&delivery.merchant_id).await {
@@ -280,8 +291,7 @@ impl Dispatcher {
             pass.started += 1;
             return;
         };
-        let busy = self.by_endpoint.get(&endpoint).copied().unwrap_or(0);
-        if busy >= self.settings.endpoint_inflight_max {
+        if self.slots.at_endpoint(&endpoint) >= self.settings.endpoint_inflight_max {
             pass.waiting += 1;
             return;
         }
@@ -314,7 +324,7 @@ impl Dispatcher {
         };
         let mut after = None;
         let mut read = 0;
-        while read < STARVED_SCAN_ROWS_MAX && self.tasks.len() < self.settings.inflight_max {
+        while read < STARVED_SCAN_ROWS_MAX && self.slots.len() < self.settings.inflight_max {
             let query = ListQuery {
                 limit: LIST_PAGE_MAX,
                 starting_after: after.take(),
@@ -328,9 +338,7 @@ impl Dispatcher {
             read += page.rows.len() as u32;
             after = page.rows.last().map(|d| d.event_id.clone());
             for delivery in page.rows {
-                if delivery.next_attempt_ms > now
-                    || self.events_in_flight.contains(&delivery.event_id)
-                {
+                if delivery.next_attempt_ms > now || self.slots.holds_event(&delivery.event_id) {
                     continue;
                 }
                 if let Some(event) = self.app.store.get_event(None, &delivery.event_id).await? {
@@ -356,68 +364,27 @@ impl Dispatcher {
         endpoint: Option<String>,
         work: impl Future<Output = ()> + Send + 'static,
     ) {
-        let handle = self.tasks.spawn_on(work, &self.app.io);
-        if let Some(endpoint) = &endpoint {
-            *self.by_endpoint.entry(endpoint.clone()).or_default() += 1;
-        }
-        self.events_in_flight.insert(event_id.to_string());
-        self.in_flight.insert(
-            handle.id(),
-            InFlight {
-                event_id: event_id.to_string(),
-                endpoint,
-            },
-        );
-        assert_eq!(self.in_flight.len(), self.tasks.len());
+        self.slots
+            .spawn(&self.app.io, Some(event_id), endpoint, work);
     }
 
-    /// Frees what a finished (or panicked) attempt task held.
-    fn finished(&mut self, done: Result<(tokio::task::Id, ()), tokio::task::JoinError>) {
-        let id = match done {
-            Ok((id, ())) => id,
-            Err(error) => {
-                tracing::error!(%error, "notifier: an attempt task failed; the delivery stays due");
-                error.id()
-            }
-        };
-        let Some(freed) = self.in_flight.remove(&id) else {
-            return;
-        };
-        self.events_in_flight.remove(&freed.event_id);
-        if let Some(endpoint) = freed.endpoint
-            && let Some(busy) = self.by_endpoint.get_mut(&endpoint)
-        {
-            assert!(*busy > 0, "an endpoint's in-flight count went below 0");
-            *busy -= 1;
-            if *busy == 0 {
-                self.by_endpoint.remove(&endpoint);
-            }
-        }
-    }
-
-    /// Waits up to a bound for the attempts in flight; the rest are abandoned (still due, so
+    /// Waits (a little) for the attempts in flight; the rest are abandoned (still due, so
     /// sent again after the restart).
     async fn drain(&mut self) {
         let bound = Duration::from_millis(self.settings.webhook_timeout_ms.min(DRAIN_MS_MAX));
-        let deadline = tokio::time::Instant::now() + bound;
-        while !self.tasks.is_empty() {
-            match tokio::time::timeout_at(deadline, self.tasks.join_next_with_id()).await {
-                Ok(Some(done)) => self.finished(done),
-                Ok(None) => break,
-                Err(_elapsed) => {
-                    tracing::warn!(
-                        abandoned = self.tasks.len(),
-                        "notifier: stopping with attempts in flight; they are sent again after the restart"
-                    );
-                    self.tasks.abort_all();
-                    break;
-                }
-            }
-        }
+        self.slots.drain(bound).await;
     }
 }
 
 async fn record_no_endpoint(app: Arc<App>, delivery: DeliveryRecord) {
+    // A failed record leaves the delivery due: it is looked at again.
+    let _ = try_record_no_endpoint(&app, &delivery).await;
+}
+
+async fn try_record_no_endpoint(
+    app: &App,
+    delivery: &DeliveryRecord,
+) -> Result<(), kassa_store::StoreError> {
     let attempt = AttemptRecord {
         event_id: delivery.event_id.clone(),
         attempt: delivery.attempts.saturating_add(1),
@@ -427,13 +394,14 @@ async fn record_no_endpoint(app: Arc<App>, delivery: DeliveryRecord) {
         error: Some("the merchant has no webhook endpoint".into()),
         response_excerpt: String::new(),
     };
-    if let Err(error) = app
+    let recorded = app
         .store
         .record_attempt(attempt, AttemptOutcome::NoEndpoint)
-        .await
-    {
+        .await;
+    if let Err(error) = &recorded {
         tracing::warn!(%error, event = %delivery.event_id, "notifier: recording no endpoint failed");
     }
+    recorded
 }
 
 /// One attempt to deliver one event.
@@ -449,6 +417,12 @@ struct Attempt {
 
 impl Attempt {
     async fn run(self) {
+        // A failed record leaves the delivery due: it is sent again (at least once).
+        let _ = self.send_and_record().await;
+    }
+
+    /// POSTs, then records the attempt and what it did to the delivery; returns that.
+    async fn send_and_record(self) -> Result<AttemptOutcome, kassa_store::StoreError> {
         let settings = &self.app.settings.notifications;
         let number = self.number().await;
         let at_ms = self.app.now_ms();
@@ -487,9 +461,12 @@ impl Attempt {
             error: sent.error,
             response_excerpt: sent.response_excerpt,
         };
-        if let Err(error) = self.app.store.record_attempt(record, outcome).await {
-            // The delivery stays due: it is sent again (at least once).
-            tracing::warn!(%error, event = %self.event.id, "notifier: recording an attempt failed");
+        match self.app.store.record_attempt(record, outcome.clone()).await {
+            Ok(()) => Ok(outcome),
+            Err(error) => {
+                tracing::warn!(%error, event = %self.event.id, "notifier: recording an attempt failed");
+                Err(error)
+            }
         }
     }
 

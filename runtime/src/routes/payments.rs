@@ -494,11 +494,23 @@ async fn check_wallet(app: &App, merchant: &Merchant, new: &NewPayment) -> Resul
 
 /// `POST /v1/payments/{id}/complete_revert` and `/reverse`: the card pre-authorisation
 /// commands that undo. 200 with the outcome, 202 if the channel has not answered in `wait_ms`.
-pub async fn undo(app: &App, merchant: &Merchant, id: &str, kind: UndoKind, body: &[u8]) -> Answer {
+pub async fn undo(
+    app: &App,
+    merchant: &Merchant,
+    id: &str,
+    kind: UndoKind,
+    body: &[u8],
+    key: Option<&str>,
+) -> Answer {
+    let action = match kind {
+        UndoKind::CompleteRevert => "complete_revert",
+        UndoKind::Reversal => "reverse",
+    };
     let undo = Undo {
         merchant_id: merchant.id.clone(),
         kind,
         settle: true,
+        request: keyed_request(merchant, id, action, key),
     };
     run_command(app, merchant, id, body, undo).await
 }
@@ -519,7 +531,19 @@ where
     payment_answer(&payment, settled_ops(&payment), StatusCode::OK)
 }
 
-pub async fn capture(app: &App, merchant: &Merchant, id: &str, body: &[u8]) -> Answer {
+/// The name of a command sent under an Idempotency-Key: the order remembers it, so a retry
+/// whose first answer was lost (a node died, a deadline passed) is answered, not refused.
+fn keyed_request(merchant: &Merchant, id: &str, action: &str, key: Option<&str>) -> Option<String> {
+    key.map(|key| derived_id("req_", &[action, &merchant.id, id, key]))
+}
+
+pub async fn capture(
+    app: &App,
+    merchant: &Merchant,
+    id: &str,
+    body: &[u8],
+    key: Option<&str>,
+) -> Answer {
     let payment = current(app, merchant, id).await?;
     let (amount, wait_ms) = match Fields::parse(body, true)? {
         None => (None, None),
@@ -541,6 +565,7 @@ pub async fn capture(app: &App, merchant: &Merchant, id: &str, body: &[u8]) -> A
                 merchant_id: merchant.id.clone(),
                 amount,
                 settle: true,
+                request: keyed_request(merchant, id, "capture", key),
             },
         )
         .await?;
@@ -548,10 +573,17 @@ pub async fn capture(app: &App, merchant: &Merchant, id: &str, body: &[u8]) -> A
     payment_answer(&payment, settled_ops(&payment), StatusCode::OK)
 }
 
-pub async fn cancel(app: &App, merchant: &Merchant, id: &str, body: &[u8]) -> Answer {
+pub async fn cancel(
+    app: &App,
+    merchant: &Merchant,
+    id: &str,
+    body: &[u8],
+    key: Option<&str>,
+) -> Answer {
     let cancel = Cancel {
         merchant_id: merchant.id.clone(),
         settle: true,
+        request: keyed_request(merchant, id, "cancel", key),
     };
     run_command(app, merchant, id, body, cancel).await
 }

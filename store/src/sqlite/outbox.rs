@@ -12,7 +12,7 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 
 use super::backend;
-use super::reader::LIST_LIMIT_MAX;
+use crate::rows;
 use crate::{
     AttemptOutcome, AttemptRecord, DeliveryFilter, DeliveryRecord, DeliveryStatus, EventRecord,
     ListQuery, Page, StoreError, StoreResult, UnixMs,
@@ -91,14 +91,7 @@ pub(super) fn record_attempt(
             return Ok(());
         }
     }
-    let (status, attempts_added, next_attempt_ms) = match outcome {
-        AttemptOutcome::Delivered => (DeliveryStatus::Delivered, 1, None),
-        AttemptOutcome::Retry { next_attempt_ms } => {
-            (DeliveryStatus::Pending, 1, Some(*next_attempt_ms))
-        }
-        AttemptOutcome::Dead => (DeliveryStatus::Dead, 1, None),
-        AttemptOutcome::NoEndpoint => (DeliveryStatus::NoEndpoint, 0, None),
-    };
+    let (status, attempts_added, next_attempt_ms) = rows::delivery_update(outcome);
     let rows = conn
         .prepare_cached(
             "UPDATE deliveries SET
@@ -107,7 +100,8 @@ pub(super) fn record_attempt(
                  next_attempt_ms = COALESCE(?3, next_attempt_ms),
                  updated_ms = ?4,
                  last_http_status = ?5,
-                 last_error = ?6
+                 last_error = ?6,
+                 handed_off = 0
              WHERE event_id = ?7 AND status = 'pending'",
         )
         .and_then(|mut update| {
@@ -132,9 +126,7 @@ pub(super) fn record_attempt(
 }
 
 fn insert_attempt(conn: &Connection, attempt: &AttemptRecord) -> StoreResult<()> {
-    // The handle cut the excerpt before queueing (`check_attempt`).
-    debug_assert!(attempt.response_excerpt.len() <= crate::ATTEMPT_RESPONSE_BYTES_MAX);
-    let latency_ms = i64::try_from(attempt.latency_ms).unwrap_or(i64::MAX);
+    let latency_ms = rows::stored_latency(attempt);
     conn.prepare_cached(
         "INSERT OR REPLACE INTO delivery_attempts
              (event_id, attempt, at_ms, http_status, latency_ms, error, response_excerpt)
@@ -174,7 +166,7 @@ pub(super) fn requeue_deliveries(
     clauses.filter(filter);
     let sql = format!(
         "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_ms = ?, \
-         updated_ms = ? {}",
+         updated_ms = ?, handed_off = 0 {}",
         clauses.where_sql()
     );
     let mut values = vec![Value::Integer(now_ms), Value::Integer(now_ms)];
@@ -184,6 +176,26 @@ pub(super) fn requeue_deliveries(
         .and_then(|mut update| update.execute(params_from_iter(values)))
         .map_err(|e| backend("requeue deliveries", e))?;
     Ok(u64::try_from(rows).unwrap_or(u64::MAX))
+}
+
+/// Marks each `(event_id, attempts)` as handed to the broker, if the delivery is still
+/// pending at that many attempts (an attempt or a replay since then makes the mark stale).
+/// Returns how many were marked.
+pub(super) fn mark_handed_off(conn: &Connection, handoffs: &[(String, u32)]) -> StoreResult<u64> {
+    let mut mark = conn
+        .prepare_cached(
+            "UPDATE deliveries SET handed_off = 1
+             WHERE event_id = ?1 AND attempts = ?2 AND status = 'pending'",
+        )
+        .map_err(|e| backend("prepare the hand-off mark", e))?;
+    let mut marked = 0u64;
+    for (event_id, attempts) in handoffs {
+        let rows = mark
+            .execute(params![event_id, attempts])
+            .map_err(|e| backend(format!("mark event {event_id} handed off"), e))?;
+        marked += u64::try_from(rows).unwrap_or(0);
+    }
+    Ok(marked)
 }
 
 // ---- reads ----
@@ -243,12 +255,7 @@ fn raw_delivery(row: &Row<'_>) -> rusqlite::Result<RawDelivery> {
 
 fn into_delivery(raw: RawDelivery) -> StoreResult<DeliveryRecord> {
     let RawDelivery { mut record, status } = raw;
-    record.status = DeliveryStatus::from_name(&status).ok_or_else(|| {
-        StoreError::Corrupt(format!(
-            "the delivery of event {}: unknown status",
-            record.event_id
-        ))
-    })?;
+    record.status = rows::delivery_status(&record.event_id, &status)?;
     Ok(record)
 }
 
@@ -289,7 +296,7 @@ pub(super) fn list_events(
         Ok((created_ms, id.clone()))
     };
     let mut clauses = Clauses::default();
-    clauses.push("merchant_id = ?", Value::Text(merchant_id.to_owned()));
+    clauses.push("merchant_id", Value::Text(merchant_id.to_owned()));
     let paging = Paging::new(query, cursor)?;
     paging.select(
         conn,
@@ -327,6 +334,30 @@ pub(super) fn due_deliveries(
     raw.into_iter()
         .map(|(delivery, event)| Ok((into_delivery(delivery)?, event)))
         .collect()
+}
+
+/// Pending deliveries due at `now_ms` with no message in the broker, oldest due first: what
+/// the broker relay publishes.
+pub(super) fn relay_due(
+    conn: &Connection,
+    now_ms: UnixMs,
+    limit: u32,
+) -> StoreResult<Vec<DeliveryRecord>> {
+    let raw: Vec<RawDelivery> = conn
+        .prepare_cached(concat!(
+            "SELECT ",
+            delivery_columns!(),
+            " FROM deliveries
+             WHERE status = 'pending' AND handed_off = 0 AND next_attempt_ms <= ?1
+             ORDER BY next_attempt_ms ASC, event_id ASC LIMIT ?2"
+        ))
+        .and_then(|mut select| {
+            select
+                .query_map(params![now_ms, limit], raw_delivery)?
+                .collect()
+        })
+        .map_err(|e| backend("list deliveries to relay", e))?;
+    raw.into_iter().map(into_delivery).collect()
 }
 
 pub(super) fn next_delivery_due(conn: &Connection) -> StoreResult<Option<UnixMs>> {
@@ -388,14 +419,7 @@ pub(super) fn list_deliveries(
         clauses,
         raw_delivery,
     )?;
-    Ok(Page {
-        rows: raw
-            .rows
-            .into_iter()
-            .map(into_delivery)
-            .collect::<StoreResult<_>>()?,
-        has_more: raw.has_more,
-    })
+    rows::convert_page(raw, into_delivery)
 }
 
 /// Every attempt of one delivery, oldest (lowest number) first.
@@ -427,12 +451,7 @@ pub(super) fn delivery_attempts(
         .map_err(|e| backend(format!("list the attempts of event {event_id}"), e))?;
     rows.into_iter()
         .map(|(mut attempt, latency_ms)| {
-            attempt.latency_ms = u64::try_from(latency_ms).map_err(|_| {
-                StoreError::Corrupt(format!(
-                    "event {event_id}: attempt {} has a negative latency",
-                    attempt.attempt
-                ))
-            })?;
+            attempt.latency_ms = rows::attempt_latency(event_id, attempt.attempt, latency_ms)?;
             Ok(attempt)
         })
         .collect()
@@ -443,26 +462,20 @@ pub(super) fn delivery_attempts(
 /// WHERE clauses joined by AND, with their `?` values in order.
 #[derive(Default)]
 struct Clauses {
-    sql: Vec<&'static str>,
+    sql: Vec<String>,
     values: Vec<Value>,
 }
 
 impl Clauses {
-    fn push(&mut self, sql: &'static str, value: Value) {
-        debug_assert_eq!(sql.matches('?').count(), 1);
-        self.sql.push(sql);
+    /// `column = ?`, the value being `value`.
+    fn push(&mut self, column: &'static str, value: Value) {
+        self.sql.push(format!("{column} = ?"));
         self.values.push(value);
     }
 
     fn filter(&mut self, filter: &DeliveryFilter) {
-        if let Some(status) = filter.status {
-            self.push("status = ?", Value::Text(status.as_str().to_owned()));
-        }
-        if let Some(merchant_id) = &filter.merchant_id {
-            self.push("merchant_id = ?", Value::Text(merchant_id.clone()));
-        }
-        if let Some(event_id) = &filter.event_id {
-            self.push("event_id = ?", Value::Text(event_id.clone()));
+        for (column, value) in rows::filter_columns(filter) {
+            self.push(column, Value::Text(value));
         }
     }
 
@@ -489,7 +502,7 @@ impl Paging {
         cursor: impl Fn(&String) -> StoreResult<(i64, String)>,
     ) -> StoreResult<Self> {
         Ok(Self {
-            limit: query.limit.clamp(1, LIST_LIMIT_MAX),
+            limit: rows::page_limit(query),
             after: query.starting_after.as_ref().map(&cursor).transpose()?,
             before: query.ending_before.as_ref().map(&cursor).transpose()?,
         })
@@ -523,22 +536,16 @@ impl Paging {
         let sql = format!(
             "{select} {where_sql} ORDER BY created_ms {order}, {id_column} {order} LIMIT ?"
         );
-        // One more row than the page tells whether there are more.
         clauses
             .values
-            .push(Value::Integer(i64::from(self.limit) + 1));
-        let mut rows: Vec<T> = conn
+            .push(Value::Integer(rows::fetch_rows(self.limit)));
+        let rows: Vec<T> = conn
             .prepare_cached(&sql)
             .and_then(|mut stmt| {
                 stmt.query_map(params_from_iter(clauses.values), &from_row)?
                     .collect()
             })
             .map_err(|e| backend("list outbox rows", e))?;
-        let has_more = rows.len() > self.limit as usize;
-        rows.truncate(self.limit as usize);
-        if oldest_first {
-            rows.reverse();
-        }
-        Ok(Page { rows, has_more })
+        Ok(rows::page(rows, self.limit, oldest_first))
     }
 }

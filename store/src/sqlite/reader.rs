@@ -11,14 +11,12 @@ use parking_lot::Mutex;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::{backend, i64_from_seq};
+use super::backend;
+use crate::rows;
 use crate::{
     IdempotencyRecord, JournalEntry, ListQuery, MerchantRecord, MethodRecord, Page, PaymentRow,
     RefundRow, StoreError, StoreResult,
 };
-
-/// Largest page `list_payments` returns, whatever the caller asks.
-pub(super) const LIST_LIMIT_MAX: u32 = 100;
 
 pub(super) struct ReadPool {
     /// Idle connections. Invariant: at least as many as the semaphore's free permits.
@@ -109,8 +107,7 @@ pub(super) fn last_seq(conn: &Connection, order_id: &str) -> StoreResult<u64> {
         .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM journal WHERE order_id = ?1")
         .and_then(|mut select| select.query_row([order_id], |row| row.get(0)))
         .map_err(|e| backend(format!("order {order_id}: read last seq"), e))?;
-    u64::try_from(seq)
-        .map_err(|_| StoreError::Corrupt(format!("order {order_id}: negative seq {seq}")))
+    rows::last_seq(order_id, seq)
 }
 
 /// The order's journal in seq order; checks it is numbered 1, 2, … without gaps.
@@ -128,22 +125,10 @@ pub(super) fn load_journal(conn: &Connection, order_id: &str) -> StoreResult<Vec
                 .collect()
         })
         .map_err(|e| backend(format!("order {order_id}: load journal"), e))?;
-    let mut entries = Vec::with_capacity(rows.len());
-    for (index, (seq, kind, body, at_ms)) in rows.into_iter().enumerate() {
-        let expected = u64::try_from(index).map_or(u64::MAX, |i| i.saturating_add(1));
-        if i64_from_seq(expected)? != seq {
-            return Err(StoreError::Corrupt(format!(
-                "order {order_id}: journal seq {seq} where {expected} was expected"
-            )));
-        }
-        entries.push(JournalEntry {
-            seq: expected,
-            kind,
-            body,
-            at_ms,
-        });
-    }
-    Ok(entries)
+    rows.into_iter()
+        .enumerate()
+        .map(|(index, row)| rows::journal_entry(order_id, index, row))
+        .collect()
 }
 
 macro_rules! payment_columns {
@@ -192,8 +177,8 @@ pub(super) fn list_payments(
     merchant_id: &str,
     query: &ListQuery,
 ) -> StoreResult<Page<PaymentRow>> {
-    let limit = query.limit.clamp(1, LIST_LIMIT_MAX);
-    let fetch = i64::from(limit) + 1; // one more than the page tells whether there are more
+    let limit = rows::page_limit(query);
+    let fetch = rows::fetch_rows(limit);
     let after = match &query.starting_after {
         Some(id) => Some((cursor_position(conn, merchant_id, id)?, id.as_str())),
         None => None,
@@ -203,7 +188,7 @@ pub(super) fn list_payments(
         None => None,
     };
     // Row-value comparisons keep each case a range scan of payments_by_merchant_newest.
-    let (mut rows, oldest_first) = match (after, before) {
+    let (rows, oldest_first) = match (after, before) {
         (None, None) => (
             select_payments(
                 conn,
@@ -258,12 +243,7 @@ pub(super) fn list_payments(
             false,
         ),
     };
-    let has_more = rows.len() > limit as usize;
-    rows.truncate(limit as usize);
-    if oldest_first {
-        rows.reverse();
-    }
-    Ok(Page { rows, has_more })
+    Ok(rows::page(rows, limit, oldest_first))
 }
 
 fn select_payments(

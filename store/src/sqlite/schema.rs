@@ -13,7 +13,7 @@ use super::backend;
 use crate::{StoreError, StoreResult};
 
 /// The schema version this code writes and reads.
-pub(super) const SCHEMA_VERSION: i64 = 4;
+pub(super) const SCHEMA_VERSION: i64 = 5;
 
 /// Prepared statements kept per connection; the backend uses fewer than this (the outbox's
 /// list queries build their WHERE clause from the filter, a few dozen shapes at most).
@@ -170,8 +170,24 @@ CREATE TABLE delivery_attempts (
 );
 ";
 
+/// Version 4 → 5: the broker relay's mark. `handed_off = 1` says a message for the
+/// delivery's next attempt is in the broker (confirmed); every attempt, replay and resend
+/// clears it. `deliveries_relay` serves the relay's scan (pending, not handed off, due).
+const MIGRATION_5: &str = "
+ALTER TABLE deliveries ADD COLUMN handed_off INTEGER NOT NULL DEFAULT 0
+    CHECK (handed_off IN (0, 1));
+CREATE INDEX deliveries_relay ON deliveries (next_attempt_ms, event_id)
+    WHERE status = 'pending' AND handed_off = 0;
+";
+
 /// Migrations in order: `MIGRATIONS[n]` moves the schema from version `n` to `n + 1`.
-const MIGRATIONS: [&str; 4] = [MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4];
+const MIGRATIONS: [&str; 5] = [
+    MIGRATION_1,
+    MIGRATION_2,
+    MIGRATION_3,
+    MIGRATION_4,
+    MIGRATION_5,
+];
 
 /// Opens the one read-write connection: WAL, `synchronous=FULL`, foreign keys,
 /// and the schema brought up to [`SCHEMA_VERSION`].

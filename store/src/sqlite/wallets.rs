@@ -10,10 +10,13 @@ use std::collections::BTreeMap;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 
 use super::backend;
-use super::reader::LIST_LIMIT_MAX;
+use crate::rows::{
+    Balance, RawMovement, convert_page, fetch_rows, into_movement, metadata_json, oldest_first,
+    page, page_limit, parse_metadata, plan_move, replayed,
+};
 use crate::{
     ListQuery, Page, StoreError, StoreResult, WalletMove, WalletMoveOutcome, WalletMovement,
-    WalletMovementKind, WalletRecord,
+    WalletRecord,
 };
 
 // ---- writes ----
@@ -52,13 +55,6 @@ pub(super) fn create_wallet(conn: &Connection, wallet: &WalletRecord) -> StoreRe
     }
 }
 
-/// The part of a wallet a move needs.
-struct Balance {
-    merchant_id: String,
-    currency: String,
-    balance_minor: i64,
-}
-
 /// Checks and applies one move; [`WalletMoveOutcome`] gives the order of the checks.
 pub(super) fn move_wallet(conn: &Connection, m: &WalletMove) -> StoreResult<WalletMoveOutcome> {
     debug_assert!(m.amount_minor > 0, "checked before queueing");
@@ -69,14 +65,7 @@ pub(super) fn move_wallet(conn: &Connection, m: &WalletMove) -> StoreResult<Wall
         return Ok(WalletMoveOutcome::WalletNotFound);
     }
     if let Some(earlier) = wallet_movement(conn, &m.key)? {
-        let same = earlier.wallet_id == m.wallet_id
-            && earlier.kind == m.kind
-            && earlier.amount_minor == m.amount_minor;
-        return Ok(if same {
-            WalletMoveOutcome::Replayed(earlier)
-        } else {
-            WalletMoveOutcome::KeyReused
-        });
+        return Ok(replayed(earlier, m));
     }
     if is_key_closed(conn, &m.key)? {
         return Ok(WalletMoveOutcome::KeyClosed);
@@ -86,42 +75,13 @@ pub(super) fn move_wallet(conn: &Connection, m: &WalletMove) -> StoreResult<Wall
             wallet_currency: wallet.currency,
         });
     }
-    let (last_seq, last_balance) = last_movement(conn, &m.wallet_id)?;
-    if last_balance != wallet.balance_minor {
-        return Err(StoreError::Corrupt(format!(
-            "wallet {}: balance {} but movement {last_seq} left {last_balance}",
-            m.wallet_id, wallet.balance_minor
-        )));
-    }
-    let balance_after_minor = if m.kind.is_credit() {
-        wallet
-            .balance_minor
-            .checked_add(m.amount_minor)
-            .ok_or_else(|| {
-                StoreError::LimitExceeded(format!(
-                    "wallet {}: balance would exceed i64 minor units",
-                    m.wallet_id
-                ))
-            })?
-    } else if m.amount_minor > wallet.balance_minor {
-        return Ok(WalletMoveOutcome::InsufficientFunds {
-            balance_minor: wallet.balance_minor,
-        });
-    } else {
-        wallet.balance_minor - m.amount_minor
+    let last = last_movement(conn, &m.wallet_id)?;
+    let movement = match plan_move(m, &wallet, last)? {
+        Ok(movement) => movement,
+        Err(refused) => return Ok(refused),
     };
-    debug_assert!(balance_after_minor >= 0);
-    let movement = WalletMovement {
-        key: m.key.clone(),
-        wallet_id: m.wallet_id.clone(),
-        kind: m.kind,
-        amount_minor: m.amount_minor,
-        balance_after_minor,
-        reference: m.reference.clone(),
-        at_ms: m.at_ms,
-    };
-    insert_movement(conn, &movement, last_seq + 1)?;
-    set_balance(conn, m, wallet.balance_minor, balance_after_minor)?;
+    insert_movement(conn, &movement, last.0 + 1)?;
+    set_balance(conn, m, wallet.balance_minor, movement.balance_after_minor)?;
     Ok(WalletMoveOutcome::Applied(movement))
 }
 
@@ -256,8 +216,7 @@ pub(super) fn get_wallet(
     let Some((mut wallet, metadata)) = row else {
         return Ok(None);
     };
-    wallet.metadata = serde_json::from_str(&metadata)
-        .map_err(|_| StoreError::Corrupt(format!("wallet {id}: metadata is not a string map")))?;
+    wallet.metadata = parse_metadata(id, &metadata)?;
     Ok(Some(wallet))
 }
 
@@ -267,9 +226,6 @@ macro_rules! movement_select {
          FROM wallet_movements"
     };
 }
-
-/// A movement row as read; `kind` is checked by [`into_movement`].
-type RawMovement = (String, String, String, i64, i64, Option<String>, i64);
 
 fn raw_movement(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawMovement> {
     Ok((
@@ -281,21 +237,6 @@ fn raw_movement(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawMovement> {
         row.get(5)?,
         row.get(6)?,
     ))
-}
-
-fn into_movement(raw: RawMovement) -> StoreResult<WalletMovement> {
-    let (key, wallet_id, kind, amount_minor, balance_after_minor, reference, at_ms) = raw;
-    let kind = WalletMovementKind::from_name(&kind)
-        .ok_or_else(|| StoreError::Corrupt(format!("wallet {wallet_id}: unknown movement kind")))?;
-    Ok(WalletMovement {
-        key,
-        wallet_id,
-        kind,
-        amount_minor,
-        balance_after_minor,
-        reference,
-        at_ms,
-    })
 }
 
 pub(super) fn wallet_movement(conn: &Connection, key: &str) -> StoreResult<Option<WalletMovement>> {
@@ -324,8 +265,8 @@ pub(super) fn list_wallet_movements(
     wallet_id: &str,
     query: &ListQuery,
 ) -> StoreResult<Page<WalletMovement>> {
-    let limit = query.limit.clamp(1, LIST_LIMIT_MAX);
-    let fetch = i64::from(limit) + 1; // one more than the page tells whether there are more
+    let limit = page_limit(query);
+    let fetch = fetch_rows(limit);
     // Seqs start at 1, so 0 and i64::MAX bound "no cursor" without a second query shape.
     let below = match &query.starting_after {
         Some(key) => cursor_seq(conn, wallet_id, key)?,
@@ -335,8 +276,7 @@ pub(super) fn list_wallet_movements(
         Some(key) => cursor_seq(conn, wallet_id, key)?,
         None => 0,
     };
-    // `ending_before` alone pages backwards: the rows just above the cursor, oldest first.
-    let oldest_first = query.ending_before.is_some() && query.starting_after.is_none();
+    let oldest_first = oldest_first(query);
     let sql = if oldest_first {
         concat!(
             movement_select!(),
@@ -356,19 +296,5 @@ pub(super) fn list_wallet_movements(
                 .collect()
         })
         .map_err(|e| backend(format!("wallet {wallet_id}: list movements"), e))?;
-    let has_more = raw.len() > limit as usize;
-    let mut rows = raw
-        .into_iter()
-        .take(limit as usize)
-        .map(into_movement)
-        .collect::<StoreResult<Vec<_>>>()?;
-    if oldest_first {
-        rows.reverse();
-    }
-    Ok(Page { rows, has_more })
-}
-
-fn metadata_json(metadata: &BTreeMap<String, String>) -> StoreResult<String> {
-    serde_json::to_string(metadata)
-        .map_err(|_| StoreError::Corrupt("wallet metadata does not serialise".into()))
+    convert_page(page(raw, limit, oldest_first), into_movement)
 }

@@ -36,6 +36,8 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A retrying client's pause between two attempts (pacing, not waiting for a condition).
 const RETRY_BACKOFF: Duration = Duration::from_millis(50);
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// The whole test: a hang anywhere is a failure that says so, not a stalled CI run.
+const TEST_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The load balancer and the retrying client in one: round-robin over the nodes believed
 /// alive; an attempt that gets no answer, a 503 or a 409 "in progress" is sent again to the
@@ -117,6 +119,10 @@ struct Outcome {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_nodes_lose_nothing_and_charge_nothing_twice_when_one_is_killed_mid_burst() {
+    within(TEST_TIMEOUT, burst_through_a_kill()).await;
+}
+
+async fn burst_through_a_kill() {
     let Some(cluster) = ClusterEnv::new("burst").await else {
         return;
     };
@@ -166,7 +172,16 @@ async fn three_nodes_lose_nothing_and_charge_nothing_twice_when_one_is_killed_mi
                 .await
         })
     };
-    kill_now.notified().await;
+    // A scenario that panics before the kill ends the burst early: its panic is the failure
+    // (waiting on the kill alone would wait forever).
+    let mut burst = burst;
+    tokio::select! {
+        () = kill_now.notified() => {}
+        ended = &mut burst => {
+            let outcomes = ended.unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()));
+            panic!("the burst ended ({} scenarios) before the kill", outcomes.len());
+        }
+    }
     nodes[VICTIM].kill9();
     balancer.alive[VICTIM].store(false, Ordering::Release);
     let killed_at = finished.load(Ordering::Acquire);

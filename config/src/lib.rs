@@ -174,7 +174,16 @@ pub struct HttpSettings {
     pub header_read_timeout_ms: u64,
     /// Whole-request deadline, from headers read to response ready.
     pub request_timeout_ms: u64,
+    /// Open connections; one past it is answered `503` with `Retry-After` and closed.
     pub connections_max: usize,
+    /// Connections the kernel queues before Kassa accepts them (`listen(2)`'s backlog; the
+    /// kernel caps it at `net.core.somaxconn`). A burst of new connections larger than this
+    /// waits on SYN retransmits instead of being accepted at once.
+    pub accept_backlog: u32,
+    /// Merchant API requests being handled at once; one past it is answered `503 overloaded`
+    /// with `Retry-After` at once instead of queueing behind the others (admitted requests keep
+    /// their latency). Health, metrics and the admin API are not counted.
+    pub requests_inflight_max: usize,
     /// How far a request's `Kassa-Timestamp` may be from the server's clock.
     pub signature_window_s: i64,
     /// How long a graceful shutdown waits for in-flight requests.
@@ -189,6 +198,8 @@ impl Default for HttpSettings {
             header_read_timeout_ms: 5_000,
             request_timeout_ms: 60_000,
             connections_max: 20_000,
+            accept_backlog: 4_096,
+            requests_inflight_max: 4_096,
             signature_window_s: 300,
             shutdown_grace_ms: 10_000,
         }

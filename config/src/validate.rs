@@ -120,6 +120,11 @@ pub(crate) fn check(s: &Settings) -> Result<(), ConfigError> {
     positive("http.header_read_timeout_ms", s.http.header_read_timeout_ms)?;
     positive("http.request_timeout_ms", s.http.request_timeout_ms)?;
     positive("http.connections_max", s.http.connections_max as u64)?;
+    positive("http.accept_backlog", u64::from(s.http.accept_backlog))?;
+    positive(
+        "http.requests_inflight_max",
+        s.http.requests_inflight_max as u64,
+    )?;
     if !(1..=3_600).contains(&s.http.signature_window_s) {
         return Err(invalid(
             "http.signature_window_s",

@@ -39,6 +39,8 @@ pub struct App {
     pub merchants: Merchants,
     pub methods: crate::methods::Methods,
     pub idempotency: Idempotency,
+    /// The bound on merchant API requests in progress (`http.requests_inflight_max`).
+    pub admission: crate::http::admission::Admission,
     /// Cluster mode's Redis (idempotency locks and cache, shared rate limits); `None` in
     /// embedded mode.
     pub redis: Option<Arc<crate::redis::Redis>>,

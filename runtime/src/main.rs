@@ -94,10 +94,23 @@ fn main() -> ExitCode {
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     let addr = settings.http_addr()?;
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+    let listener = listen(addr, settings.http.accept_backlog).map_err(|e| {
         anyhow::anyhow!("cannot listen on {addr} (http.addr / KASSA_HTTP_ADDR): {e}")
     })?;
     kassa_runtime::server::run(listener, settings, shutdown_signal()).await
+}
+
+/// Binds `addr` with a listen backlog of `backlog` connections (tokio's `bind` uses 1 024,
+/// which a burst of thousands of new connections overflows).
+fn listen(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }
 
 async fn shutdown_signal() {

@@ -85,6 +85,9 @@ pub struct Gauges {
     pub restarts_by_path: Vec<(String, u64)>,
     /// `kassa_ready`: 1 when `/readyz` would answer 200.
     pub ready: bool,
+    /// `kassa_http_requests_inflight`: merchant API requests being handled now (at most
+    /// `http.requests_inflight_max`; past it requests are shed with 503).
+    pub http_requests_inflight: u64,
 }
 
 /// Counters of one route. Histogram buckets are stored per bucket (not cumulative) and summed
@@ -471,7 +474,7 @@ fn render_durations(out: &mut String, routes: &[&RouteStats]) {
 }
 
 fn render_gauges(out: &mut String, gauges: &Gauges) {
-    let single: [(&str, &str, &str, u64); 6] = [
+    let single: [(&str, &str, &str, u64); 7] = [
         (
             "kassa_orders_live",
             "gauge",
@@ -507,6 +510,12 @@ fn render_gauges(out: &mut String, gauges: &Gauges) {
             "gauge",
             "1 when /readyz answers ready, else 0.",
             u64::from(gauges.ready),
+        ),
+        (
+            "kassa_http_requests_inflight",
+            "gauge",
+            "Merchant API requests being handled now (past http.requests_inflight_max they are shed with 503).",
+            gauges.http_requests_inflight,
         ),
     ];
     for (name, kind, help, value) in single {
@@ -691,6 +700,7 @@ mod tests {
                 ("root/channels/card".to_owned(), 1),
             ],
             ready: true,
+            http_requests_inflight: 5,
         };
         let text = Metrics::new().render(&gauges);
         for line in [
@@ -704,6 +714,8 @@ mod tests {
             "kassa_journal_batch_writes_max 12",
             "# TYPE kassa_journal_queue_depth gauge",
             "kassa_journal_queue_depth 3",
+            "# TYPE kassa_http_requests_inflight gauge",
+            "kassa_http_requests_inflight 5",
             "# TYPE kassa_ready gauge",
             "kassa_ready 1",
             "# TYPE kassa_supervision_restarts_total counter",

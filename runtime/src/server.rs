@@ -211,6 +211,7 @@ async fn start(settings: Settings, listener: Arc<TcpListener>) -> anyhow::Result
         merchants: Merchants::new(store.clone(), sealer),
         methods,
         idempotency: Idempotency::new(store.clone(), redis.clone()),
+        admission: crate::http::admission::Admission::new(settings.http.requests_inflight_max),
         redis,
         store,
         directory,

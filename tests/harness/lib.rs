@@ -48,6 +48,6 @@ pub use kassa_client::{
     AdminClient, ClientError, HttpClient, MerchantClient, MerchantCredentials, Response, sign_v1,
     unix_now,
 };
-pub use poll::poll_until;
+pub use poll::{poll_until, within};
 pub use process::{Kassa, KassaOptions};
 pub use raw::send_raw_http;

@@ -31,3 +31,12 @@ where
         interval = (interval * 2).min(POLL_INTERVAL_MAX);
     }
 }
+
+/// Runs `work` to its end, or panics once `timeout` has passed: a test that would hang fails
+/// instead, saying how long it was given.
+pub async fn within<T>(timeout: Duration, work: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(timeout, work).await {
+        Ok(value) => value,
+        Err(_) => panic!("the test did not finish within {timeout:?}"),
+    }
+}

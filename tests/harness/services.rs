@@ -83,15 +83,24 @@ impl Drop for PostgresSchema {
     }
 }
 
-/// Runs `work` to completion on a thread and runtime of its own (drop may run inside or
-/// outside a runtime).
+/// How long a clean-up (dropping a schema, queues or keys) may take: a service that stops
+/// answering leaves litter behind instead of hanging the test run.
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs `work` to completion, or for at most [`CLEANUP_TIMEOUT`], on a thread and runtime of
+/// its own (drop may run inside or outside a runtime).
 fn on_own_runtime(work: impl Future<Output = ()> + Send + 'static) {
     let thread = std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("a runtime for a clean-up");
-        runtime.block_on(work);
+        if runtime
+            .block_on(async move { tokio::time::timeout(CLEANUP_TIMEOUT, work).await })
+            .is_err()
+        {
+            eprintln!("a clean-up did not finish within {CLEANUP_TIMEOUT:?}; left as it is");
+        }
     });
     let _ = thread.join();
 }

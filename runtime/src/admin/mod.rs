@@ -329,6 +329,7 @@ pub async fn metrics(app: &App) -> Response<Body> {
         journal_queue_depth: stats.queue_depth,
         restarts_by_path: crate::admin::supervision::restarts_by_path(app).await,
         ready: crate::admin::supervision::readiness(app).await.is_ok(),
+        http_requests_inflight: app.admission.inflight() as u64,
     };
     let mut response = Response::new(http_body_util::BodyExt::boxed_unsync(
         http_body_util::Full::new(Bytes::from(

@@ -8,6 +8,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 /// Every response body: a full buffer, or a stream (server-sent events).
 pub type Body = UnsyncBoxBody<Bytes, Infallible>;
 
+pub mod admission;
 pub mod auth;
 pub mod body;
 pub mod error;

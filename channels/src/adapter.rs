@@ -345,11 +345,25 @@ impl ChannelAdapter {
                 .await
                 .inspect_err(|_| bump(&counters.rejected_rate_total))?;
         }
-        let _permit = self.inner.bulkhead.try_acquire().map_err(|_| {
-            bump(&counters.rejected_inflight_total);
-            ChannelError::Overloaded
-        })?;
         let config = &self.inner.config;
+        let _permit = if self.prepaid {
+            // Admitted work: the order is accepted and its card details exist only in memory,
+            // so a full bulkhead is waited out (bounded) rather than turned into an outcome
+            // the order would have to resolve (and fail) without ever calling the channel.
+            let wait = Duration::from_millis(config.admitted_inflight_wait_ms_max);
+            match tokio::time::timeout(wait, self.inner.bulkhead.acquire()).await {
+                Ok(Ok(permit)) => permit,
+                Ok(Err(_)) | Err(_) => {
+                    bump(&counters.rejected_inflight_total);
+                    return Err(ChannelError::Overloaded);
+                }
+            }
+        } else {
+            self.inner.bulkhead.try_acquire().map_err(|_| {
+                bump(&counters.rejected_inflight_total);
+                ChannelError::Overloaded
+            })?
+        };
         let backoff = ExponentialBuilder::new()
             .with_factor(2.0)
             .with_min_delay(Duration::from_millis(config.backoff_ms_min))

@@ -5,7 +5,7 @@ mod common;
 
 use common::{CountingServer, channel_for, charge_request, fast_config, start_sandbox, wait_until};
 use hyper::StatusCode;
-use kassa_channels::{AdapterConfig, ChannelError, ChargeOutcome, ResolveOutcome};
+use kassa_channels::{AdapterConfig, CardChannel, ChannelError, ChargeOutcome, ResolveOutcome};
 
 #[tokio::test]
 async fn a_503_is_retried_exactly_up_to_the_attempt_bound() {
@@ -157,27 +157,27 @@ async fn a_slow_provider_times_out_with_an_unknown_outcome_that_resolve_settles(
     sandbox.shutdown().await;
 }
 
-#[tokio::test]
-async fn the_bulkhead_refuses_calls_beyond_inflight_max() {
-    let sandbox = start_sandbox(300, None).await;
+/// A channel with one in-flight slot, held by a charge under `key` to the (slow) sandbox at
+/// `base_url`; returns the channel and that charge's task.
+async fn one_slot_held(
+    base_url: &str,
+    key: &'static str,
+) -> (
+    CardChannel,
+    tokio::task::JoinHandle<Result<ChargeOutcome, ChannelError>>,
+) {
     let channel = channel_for(
-        &sandbox.base_url(),
+        base_url,
         AdapterConfig {
             inflight_max: 1,
             ..fast_config()
         },
     );
-
-    let first = {
+    let held = {
         let channel = channel.clone();
         tokio::spawn(async move {
             channel
-                .charge(&charge_request(
-                    "order-first",
-                    "4242424242424242",
-                    100,
-                    true,
-                ))
+                .charge(&charge_request(key, "4242424242424242", 100, true))
                 .await
         })
     };
@@ -185,6 +185,51 @@ async fn the_bulkhead_refuses_calls_beyond_inflight_max() {
         wait_until(2_000, || channel.adapter().inflight() == 1).await,
         "the first call must hold the only permit"
     );
+    (channel, held)
+}
+
+#[tokio::test]
+async fn an_admitted_call_waits_for_a_bulkhead_slot_instead_of_being_refused() {
+    let sandbox = start_sandbox(300, None).await;
+    let (channel, first) = one_slot_held(&sandbox.base_url(), "order-held").await;
+    // An accepted payment's call (its rate permit taken at admission) waits for the slot.
+    let admitted = CardChannel::new(
+        channel
+            .adapter()
+            .admit_new_work()
+            .await
+            .expect("admitted while the breaker is closed"),
+    );
+    let second = admitted
+        .charge(&charge_request(
+            "order-admitted",
+            "4242424242424242",
+            100,
+            true,
+        ))
+        .await;
+    assert!(
+        matches!(second, Ok(ChargeOutcome::Succeeded { .. })),
+        "{second:?}"
+    );
+    let first = first.await.expect("the task ran");
+    assert!(
+        matches!(first, Ok(ChargeOutcome::Succeeded { .. })),
+        "{first:?}"
+    );
+    assert_eq!(
+        common::charges_with_key(&sandbox.base_url(), "order-admitted")
+            .await
+            .len(),
+        1
+    );
+    sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_bulkhead_refuses_calls_beyond_inflight_max() {
+    let sandbox = start_sandbox(300, None).await;
+    let (channel, first) = one_slot_held(&sandbox.base_url(), "order-first").await;
     let second = channel
         .charge(&charge_request(
             "order-second",

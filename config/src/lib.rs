@@ -599,6 +599,9 @@ pub struct AdapterSettings {
     pub backoff_ms_min: u64,
     pub backoff_ms_max: u64,
     pub inflight_max: usize,
+    /// How long the channel call of an accepted payment waits for one of the `inflight_max`
+    /// slots (nothing has been sent yet; a new payment past the bound is refused instead).
+    pub admitted_inflight_wait_ms_max: u64,
     /// Calls per second to the channel, and the burst above it.
     pub rate_per_s: u32,
     pub burst: u32,
@@ -640,6 +643,7 @@ impl Default for AdapterSettings {
             backoff_ms_min: 50,
             backoff_ms_max: 1_000,
             inflight_max: 256,
+            admitted_inflight_wait_ms_max: 30_000,
             rate_per_s: 1_000,
             burst: 100,
             rate_wait_ms_max: 200,

@@ -56,6 +56,7 @@ fn adapter_config(c: &AdapterSettings) -> AdapterConfig {
         backoff_ms_min: c.backoff_ms_min,
         backoff_ms_max: c.backoff_ms_max,
         inflight_max: c.inflight_max,
+        admitted_inflight_wait_ms_max: c.admitted_inflight_wait_ms_max,
         rate_per_s: c.rate_per_s,
         burst: c.burst,
         rate_wait_ms_max: c.rate_wait_ms_max,

@@ -36,8 +36,12 @@ pub struct AdapterConfig {
     pub backoff_ms_min: u64,
     /// The ceiling of any delay, before jitter, and the longest `Retry-After` we wait for.
     pub backoff_ms_max: u64,
-    /// Calls in flight at once; one more gets [`ChannelError::Overloaded`].
+    /// Calls in flight at once; one more gets [`ChannelError::Overloaded`] — unless it is the
+    /// call of work already admitted ([`ChannelAdapter::admit_new_work`]), which waits.
     pub inflight_max: usize,
+    /// How long an admitted call (a payment Kassa has accepted, whose card details live only
+    /// in memory) waits for a free in-flight slot before [`ChannelError::Overloaded`].
+    pub admitted_inflight_wait_ms_max: u64,
     /// The channel's sustained rate limit, in requests per second (each attempt is one).
     pub rate_per_s: u32,
     /// Requests the channel limit lets through at once after a quiet spell.
@@ -72,6 +76,7 @@ impl Default for AdapterConfig {
             backoff_ms_min: 50,
             backoff_ms_max: 1_000,
             inflight_max: 256,
+            admitted_inflight_wait_ms_max: 30_000,
             rate_per_s: 1_000,
             burst: 100,
             rate_wait_ms_max: 200,

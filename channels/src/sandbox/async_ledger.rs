@@ -29,7 +29,7 @@ use sha2::Digest;
 
 use super::SandboxError;
 use super::channels::Channel;
-use super::sqlite::{self, Salt, unix_now, unknown_text};
+use super::sqlite::{self, Cached, Salt, unix_now, unknown_text};
 /// How many rows `GET /sandbox/ledger` returns per table, oldest first.
 pub(crate) const SNAPSHOT_ROWS_MAX: u32 = 10_000;
 /// The asynchronous tables' schema version, in `async_meta`.
@@ -216,7 +216,7 @@ impl AsyncLedger {
         let mut connection = self.connection.lock();
         let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let blocked = tx
-            .query_row(
+            .query_row_cached(
                 "SELECT 1 FROM async_tombstones WHERE channel = ?1 AND idempotency_key = ?2",
                 params![channel, new.idempotency_key],
                 |_| Ok(()),
@@ -242,7 +242,7 @@ impl AsyncLedger {
             self.salt
                 .derive_id(payment_prefix(new.channel), channel, new.idempotency_key);
         let now_s = unix_now();
-        tx.execute(
+        tx.execute_cached(
             "INSERT INTO async_payments (channel, provider_ref, idempotency_key, amount_minor, \
              currency, request_fingerprint, status, settle_at_ms, settle_failure, \
              created_unix_s, updated_unix_s) \
@@ -400,7 +400,7 @@ impl AsyncLedger {
             .filter(|total| *total <= payment.amount_minor);
         let (status, failure_code) = match refunded_total {
             Some(total) => {
-                tx.execute(
+                tx.execute_cached(
                     "UPDATE async_payments SET refunded_minor = ?2, updated_unix_s = ?3 \
                      WHERE provider_ref = ?1",
                     params![provider_ref, total, unix_now()],
@@ -410,7 +410,7 @@ impl AsyncLedger {
             None => ("failed", Some(crate::outcome::AMOUNT_EXCEEDS_CAPTURED)),
         };
         let refund_ref = self.salt.derive_id(refund_prefix(channel), "refund", key);
-        tx.execute(
+        tx.execute_cached(
             "INSERT INTO async_refunds (channel, refund_ref, idempotency_key, provider_ref, \
              amount_minor, status, failure_code, created_unix_s) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -569,7 +569,7 @@ fn decide(
         None => PaymentStatus::Succeeded,
         Some(_) => PaymentStatus::Failed,
     };
-    let changed = tx.execute(
+    let changed = tx.execute_cached(
         "UPDATE async_payments SET status = ?2, failure_code = ?3, updated_unix_s = ?4 \
          WHERE provider_ref = ?1 AND status = 'pending'",
         params![record.provider_ref, status.as_str(), failure, unix_now()],
@@ -586,7 +586,7 @@ fn decide(
 }
 
 fn tombstone(tx: &Transaction<'_>, channel: Channel, key: &str) -> Result<()> {
-    tx.execute(
+    tx.execute_cached(
         "INSERT OR IGNORE INTO async_tombstones (channel, idempotency_key, created_unix_s) \
          VALUES (?1, ?2, ?3)",
         params![channel.name(), key, unix_now()],
@@ -621,7 +621,7 @@ fn payment_where<const N: usize>(
     values: [&str; N],
 ) -> Result<Option<(PaymentRecord, String)>> {
     Ok(connection
-        .query_row(
+        .query_row_cached(
             &format!("SELECT {PAYMENT_COLUMNS} FROM async_payments WHERE {condition}"),
             rusqlite::params_from_iter(values),
             read_payment,
@@ -654,7 +654,7 @@ fn refund_by_key(
     key: &str,
 ) -> Result<Option<RefundRecord>> {
     Ok(connection
-        .query_row(
+        .query_row_cached(
             &format!("SELECT {REFUND_COLUMNS} FROM async_refunds WHERE channel = ?1 AND idempotency_key = ?2"),
             params![channel.name(), key],
             read_refund,

@@ -42,7 +42,7 @@ use sha2::Digest;
 
 use self::operations::Operation;
 use super::SandboxError;
-use super::sqlite::{self, Salt, unix_now};
+use super::sqlite::{self, Cached, Salt, unix_now};
 /// How many rows `GET /sandbox/ledger` returns per table, newest first.
 pub(crate) const SNAPSHOT_ROWS_MAX: u32 = 10_000;
 
@@ -203,7 +203,7 @@ impl Ledger {
         let mut connection = self.connection.lock();
         let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let blocked: bool = tx
-            .query_row(
+            .query_row_cached(
                 "SELECT 1 FROM tombstones WHERE idempotency_key = ?1",
                 [new.idempotency_key],
                 |_| Ok(true),
@@ -236,7 +236,7 @@ impl Ledger {
         // `pan` was validated as 12–19 ASCII digits by the caller, so these slices are in bounds.
         let bin = &new.pan[..6];
         let last4 = &new.pan[new.pan.len() - 4..];
-        tx.execute(
+        tx.execute_cached(
             "INSERT INTO charges (charge_id, idempotency_key, amount_minor, currency, \
              pan_fingerprint, card_bin, card_last4, capture_requested, status, decline_code, \
              captured_minor, created_unix_s) \
@@ -277,7 +277,7 @@ impl Ledger {
         if charge.status != ChargeStatus::RequiresAction || charge.voided {
             return Ok((charge, Written::Replayed));
         }
-        let capture: bool = tx.query_row(
+        let capture: bool = tx.query_row_cached(
             "SELECT capture_requested FROM charges WHERE charge_id = ?1",
             params![charge_id],
             |row| row.get(0),
@@ -287,7 +287,7 @@ impl Ledger {
             (true, false) => (ChargeStatus::Authorized, None, 0),
             (false, _) => (ChargeStatus::Declined, Some("authentication_failed"), 0),
         };
-        tx.execute(
+        tx.execute_cached(
             "UPDATE charges SET status = ?2, decline_code = ?3, captured_minor = ?4 WHERE charge_id = ?1",
             params![charge_id, status.as_str(), decline_code, captured_minor],
         )?;
@@ -313,7 +313,7 @@ impl Ledger {
             if amount_minor > before.amount_minor {
                 return Err(LedgerError::AmountExceedsAuthorized);
             }
-            tx.execute(
+            tx.execute_cached(
                 "UPDATE charges SET status = 'succeeded', captured_minor = ?2 WHERE charge_id = ?1",
                 params![charge_id, amount_minor],
             )?;
@@ -374,7 +374,7 @@ impl Ledger {
             _ if charge.reversed => ("failed", Some("charge_reversed")),
             None => ("failed", Some("amount_exceeds_captured")),
             Some(total) => {
-                tx.execute(
+                tx.execute_cached(
                     "UPDATE charges SET refunded_minor = ?2 WHERE charge_id = ?1",
                     params![charge_id, total],
                 )?;
@@ -382,7 +382,7 @@ impl Ledger {
             }
         };
         let refund_id = self.salt.derive_id("rf_", "refund", idempotency_key);
-        tx.execute(
+        tx.execute_cached(
             "INSERT INTO refunds (refund_id, idempotency_key, charge_id, amount_minor, status, \
              failure_code, created_unix_s) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
@@ -412,7 +412,7 @@ impl Ledger {
         if let Some((charge, _, _)) = charge_by_key_with_fingerprint(&tx, idempotency_key)? {
             return Ok(Some(charge));
         }
-        tx.execute(
+        tx.execute_cached(
             "INSERT OR IGNORE INTO tombstones (idempotency_key, created_unix_s) VALUES (?1, ?2)",
             params![idempotency_key, unix_now()],
         )?;
@@ -468,7 +468,7 @@ fn is_open_authorisation(charge: &ChargeRecord) -> bool {
 /// Marks a charge voided: a void or the reversal of an open authorisation, or the reversal
 /// of a charge waiting for 3-D Secure.
 fn set_voided(connection: &Connection, charge_id: &str) -> Result<ChargeRecord, LedgerError> {
-    connection.execute(
+    connection.execute_cached(
         "UPDATE charges SET voided = 1 WHERE charge_id = ?1",
         [charge_id],
     )?;
@@ -523,7 +523,7 @@ fn charge_by_id(
     charge_id: &str,
 ) -> Result<Option<ChargeRecord>, LedgerError> {
     Ok(connection
-        .query_row(
+        .query_row_cached(
             &format!("SELECT {CHARGE_COLUMNS} FROM charges WHERE charge_id = ?1"),
             [charge_id],
             read_charge,
@@ -537,7 +537,7 @@ fn charge_by_key_with_fingerprint(
     idempotency_key: &str,
 ) -> Result<Option<(ChargeRecord, String, bool)>, LedgerError> {
     Ok(connection
-        .query_row(
+        .query_row_cached(
             &format!("SELECT {CHARGE_COLUMNS} FROM charges WHERE idempotency_key = ?1"),
             [idempotency_key],
             read_charge,
@@ -550,7 +550,7 @@ fn refund_by_key(
     idempotency_key: &str,
 ) -> Result<Option<RefundRecord>, LedgerError> {
     Ok(connection
-        .query_row(
+        .query_row_cached(
             &format!("SELECT {REFUND_COLUMNS} FROM refunds WHERE idempotency_key = ?1"),
             [idempotency_key],
             read_refund,

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, Row, ToSql};
+use rusqlite::{Connection, OptionalExtension, Params, Row, ToSql};
 use sha2::{Digest, Sha256};
 
 use super::SandboxError;
@@ -15,6 +15,8 @@ const SALT_BYTES: usize = 16;
 /// How long a writer waits for the file lock held by the other ledger's connection (or another
 /// process, e.g. a second sandbox pointed at the same file) before failing.
 const BUSY_TIMEOUT_MS: u64 = 5_000;
+/// Prepared statements a ledger connection keeps (every statement of both ledgers fits).
+const STATEMENT_CACHE_CAPACITY: usize = 64;
 
 /// Opens the file at `path` (WAL, with a busy timeout, so several connections share it) or an
 /// in-memory database, with foreign keys on.
@@ -33,7 +35,35 @@ pub(crate) fn open(path: Option<&Path>) -> rusqlite::Result<Connection> {
         None => Connection::open_in_memory()?,
     };
     connection.pragma_update(None, "foreign_keys", "ON")?;
+    connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
     Ok(connection)
+}
+
+/// `execute` and `query_row` through the connection's prepared-statement cache: the ledgers run
+/// the same few statements for every call, and `Connection::execute` parses its SQL each time.
+pub(crate) trait Cached {
+    fn execute_cached(&self, sql: &str, params: impl Params) -> rusqlite::Result<usize>;
+    fn query_row_cached<T>(
+        &self,
+        sql: &str,
+        params: impl Params,
+        read: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T>;
+}
+
+impl Cached for Connection {
+    fn execute_cached(&self, sql: &str, params: impl Params) -> rusqlite::Result<usize> {
+        self.prepare_cached(sql)?.execute(params)
+    }
+
+    fn query_row_cached<T>(
+        &self,
+        sql: &str,
+        params: impl Params,
+        read: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        self.prepare_cached(sql)?.query_row(params, read)
+    }
 }
 
 /// A ledger's salt: drawn once and kept in the ledger, so its hashes are no lookup table.
@@ -91,7 +121,10 @@ pub(crate) fn rows<T>(
     param: impl ToSql,
     read: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
 ) -> rusqlite::Result<Vec<T>> {
-    connection.prepare(sql)?.query_map([param], read)?.collect()
+    connection
+        .prepare_cached(sql)?
+        .query_map([param], read)?
+        .collect()
 }
 
 /// A text column that holds no value this version knows.

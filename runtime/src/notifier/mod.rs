@@ -449,9 +449,17 @@ impl Attempt {
         };
         let counters = &self.app.metrics.webhooks;
         counters.count(&outcome);
-        tracing::info!(event = %self.event.id, merchant = %self.merchant.id, attempt = number,
-            status = ?sent.http_status, latency_ms = sent.latency_ms, error = ?sent.error,
-            outcome = ?outcome, "webhook attempt");
+        // Delivered at debug (one per event, counted by kassa_webhook_attempts_total); every
+        // failure at info, for operators.
+        if matches!(outcome, AttemptOutcome::Delivered) {
+            tracing::debug!(event = %self.event.id, merchant = %self.merchant.id,
+                attempt = number, status = ?sent.http_status, latency_ms = sent.latency_ms,
+                "webhook delivered");
+        } else {
+            tracing::info!(event = %self.event.id, merchant = %self.merchant.id,
+                attempt = number, status = ?sent.http_status, latency_ms = sent.latency_ms,
+                error = ?sent.error, outcome = ?outcome, "webhook attempt failed");
+        }
         let record = AttemptRecord {
             event_id: self.event.id.clone(),
             attempt: number,
@@ -472,6 +480,15 @@ impl Attempt {
 
     /// The attempt's number over the delivery's whole life (replays continue the count).
     async fn number(&self) -> u32 {
+        // Every recorded attempt leaves an HTTP status or an error on the delivery, and a
+        // replay keeps them: a delivery with neither was never attempted, and this is its
+        // first attempt (no read needed — the common case, once per event).
+        let never_attempted = self.delivery.attempts == 0
+            && self.delivery.last_http_status.is_none()
+            && self.delivery.last_error.is_none();
+        if never_attempted {
+            return 1;
+        }
         match self.app.store.delivery_attempts(&self.event.id).await {
             Ok(attempts) => attempts
                 .iter()

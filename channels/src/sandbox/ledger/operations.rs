@@ -7,6 +7,8 @@
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
+use crate::sandbox::sqlite::Cached;
+
 use super::{
     ChargeRecord, ChargeStatus, Ledger, LedgerError, Written, assert_charge_invariants,
     charge_by_id, unknown_text, vanished,
@@ -80,7 +82,7 @@ fn replay_operation(
     operation: Operation,
 ) -> Result<Option<ChargeRecord>, LedgerError> {
     let existing = connection
-        .query_row(
+        .query_row_cached(
             "SELECT charge_id, kind, amount_minor, status_after, captured_minor_after, \
              refunded_minor_after, voided_after, reversed_after \
              FROM charge_operations WHERE idempotency_key = ?1",
@@ -128,7 +130,7 @@ fn record_operation(
     moved_minor: i64,
     after: &ChargeRecord,
 ) -> Result<(), LedgerError> {
-    connection.execute(
+    connection.execute_cached(
         "INSERT INTO charge_operations (idempotency_key, charge_id, kind, amount_minor, \
          status_after, captured_minor_after, refunded_minor_after, voided_after, reversed_after) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",

@@ -7,6 +7,8 @@
 
 use rusqlite::Connection;
 
+use crate::sandbox::sqlite::Cached;
+
 use super::{
     ChargeRecord, ChargeStatus, Ledger, LedgerError, Operation, Written, assert_charge_invariants,
     charge_by_id, is_open_authorisation, set_voided, vanished,
@@ -40,7 +42,7 @@ impl Ledger {
                 if !is_revertible(before) {
                     return Err(LedgerError::NotRevertible);
                 }
-                tx.execute(
+                tx.execute_cached(
                 "UPDATE charges SET status = 'authorized', captured_minor = 0 WHERE charge_id = ?1",
                 [charge_id],
             )?;
@@ -103,7 +105,7 @@ fn set_reversed(
     before: &ChargeRecord,
 ) -> Result<ChargeRecord, LedgerError> {
     let charge_id = &before.charge_id;
-    connection.execute(
+    connection.execute_cached(
         "UPDATE charges SET reversed = 1 WHERE charge_id = ?1",
         [charge_id],
     )?;

@@ -16,6 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, oneshot};
 
 use crate::app::App;
+use crate::http::PeerAddr;
 use crate::router;
 
 /// Largest request head hyper buffers, in bytes.
@@ -67,7 +68,8 @@ pub async fn serve(listener: Arc<TcpListener>, app: Arc<App>, mut stop: oneshot:
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
-        let service = service_fn(move |req| {
+        let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(PeerAddr(peer));
             let app = app.clone();
             async move { Ok::<_, Infallible>(router::handle(app, req).await) }
         });

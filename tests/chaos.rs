@@ -120,17 +120,7 @@ async fn every_order_ends_as_the_sandbox_ledger_says_under_chaos() {
 
     // The ledger is the truth: each order's final state is what the channel did.
     let ledger = sandbox_call(&kassa, "GET", "/sandbox/ledger", None).await;
-    let mut charges: HashMap<String, Value> = HashMap::new();
-    for charge in ledger["charges"].as_array().expect("charges") {
-        let key = charge["idempotency_key"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        assert!(
-            charges.insert(key.clone(), charge.clone()).is_none(),
-            "charged twice under {key}"
-        );
-    }
+    let mut charges = harness::verify::charges_by_key(&ledger);
     for payment in ledger["async_payments"].as_array().expect("async_payments") {
         let key = payment["idempotency_key"]
             .as_str()

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use harness::cluster::ClusterEnv;
+use harness::verify::{check_events_delivered, check_ledger};
 use harness::webhooks::{Reply, WebhookReceiver, always};
 use harness::*;
 use serde_json::{Value, json};
@@ -256,7 +257,7 @@ async fn burst_through_a_kill() {
     );
 
     check_ledger(&nodes[0], &finals).await;
-    check_events_delivered(&survivor, &receiver).await;
+    check_events_delivered(&survivor, &receiver, SCENARIOS, SETTLE_TIMEOUT).await;
 }
 
 /// One scenario, chosen by `i`; every request goes through the balancer.
@@ -430,81 +431,4 @@ async fn accept(
         }
     }
     object
-}
-
-/// The acquirer's ledger: each payment charged at most once, and its captured and refunded
-/// amounts are Kassa's; no refund sum exceeds what was captured.
-async fn check_ledger(sandbox_host: &Kassa, finals: &HashMap<String, Value>) {
-    let ledger = sandbox_call(sandbox_host, "GET", "/sandbox/ledger", None).await;
-    let mut charges: HashMap<String, Value> = HashMap::new();
-    for charge in ledger["charges"].as_array().expect("the ledger's charges") {
-        let key = charge["idempotency_key"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        assert!(
-            charges.insert(key.clone(), charge.clone()).is_none(),
-            "charged twice under {key}"
-        );
-    }
-    for (id, payment) in finals {
-        let captured = minor_units(payment["amount_captured"].as_str().unwrap_or("0"), 2);
-        let refunded = minor_units(payment["amount_refunded"].as_str().unwrap_or("0"), 2);
-        assert!(
-            refunded <= captured,
-            "refunded more than captured: {payment}"
-        );
-        match (payment["status"].as_str(), charges.get(id)) {
-            (Some("failed"), Some(charge)) => {
-                assert_eq!(charge["status"], "declined", "{payment} vs {charge}");
-            }
-            (Some("failed"), None) => {}
-            (_, Some(charge)) => {
-                assert_eq!(
-                    i128::from(charge["captured_minor"].as_i64().unwrap_or(-1)),
-                    captured,
-                    "{payment} vs {charge}"
-                );
-                assert_eq!(
-                    i128::from(charge["refunded_minor"].as_i64().unwrap_or(-1)),
-                    refunded,
-                    "{payment} vs {charge}"
-                );
-            }
-            (_, None) => panic!("an acknowledged payment the acquirer never charged: {payment}"),
-        }
-    }
-}
-
-/// Every event Kassa recorded reaches the merchant's endpoint (at least once; duplicates are
-/// the merchant's to drop by event id).
-async fn check_events_delivered(merchant: &MerchantClient, receiver: &WebhookReceiver) {
-    let events: BTreeSet<String> = list_all(merchant, "/v1/events")
-        .await
-        .iter()
-        .map(id_of)
-        .collect();
-    assert!(
-        events.len() >= SCENARIOS,
-        "{} events for {SCENARIOS} payments",
-        events.len()
-    );
-    poll_until("every event delivered", SETTLE_TIMEOUT, || async {
-        let delivered: BTreeSet<String> = receiver
-            .received()
-            .into_iter()
-            .filter(|r| matches!(r.reply, Reply::Status(200)))
-            .map(|r| r.event_id)
-            .collect();
-        let missing = events.difference(&delivered).count();
-        if missing == 0 {
-            Ok(())
-        } else {
-            Err(format!(
-                "{missing} of {} events not delivered yet",
-                events.len()
-            ))
-        }
-    })
-    .await;
 }

@@ -59,6 +59,11 @@
 //! HTTP client spawns each connection's task on the runtime that opened it; the pool hands
 //! connections to callers on any runtime, and a connection whose runtime has stopped is seen as
 //! closed and dropped from the pool.
+//!
+//! # TLS
+//!
+//! A `https://` base URL is spoken over TLS with the provider's certificate verified (the
+//! Mozilla roots plus `tls.extra_ca_path`, see [`tls`]); `http://` stays plain.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -84,6 +89,7 @@ use crate::secret::Secret;
 
 mod config;
 mod protocol;
+pub mod tls;
 pub use config::*;
 pub use protocol::Protocol;
 use protocol::Signer;
@@ -100,7 +106,8 @@ pub struct ChannelAdapter {
 }
 
 struct Inner {
-    client: Client<HttpConnector, Full<Bytes>>,
+    /// `https://` with verified certificates ([`tls`]), or plain `http://`.
+    client: Client<tls::HttpsConnector, Full<Bytes>>,
     base_url: String,
     api_secret: Secret<String>,
     /// Signs each request the protocol's way.
@@ -167,7 +174,7 @@ impl std::fmt::Debug for ChannelAdapter {
 }
 
 impl ChannelAdapter {
-    /// A card adapter for the provider at `base_url` (`http://host:port`), signing with
+    /// A card adapter for the provider at `base_url` (`http(s)://host:port`), signing with
     /// `api_secret`. Builds no connection yet, so it needs no runtime.
     pub fn new(
         base_url: &str,
@@ -204,7 +211,7 @@ impl ChannelAdapter {
             .pool_idle_timeout(Duration::from_millis(POOL_IDLE_TIMEOUT_MS))
             .pool_timer(TokioTimer::new())
             .pool_max_idle_per_host(config.inflight_max)
-            .build(connector);
+            .build(tls::https_or_http(connector));
         let api_secret = Secret::new(api_secret.into());
         Ok(Self {
             inner: Arc::new(Inner {
@@ -684,8 +691,8 @@ fn checked_base_url(base_url: &str) -> Result<String, AdapterConfigError> {
     };
     let trimmed = base_url.trim_end_matches('/');
     let uri: Uri = trimmed.parse().map_err(|_| invalid("not a URL"))?;
-    if uri.scheme_str() != Some("http") {
-        return Err(invalid("the scheme must be http"));
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err(invalid("the scheme must be http or https"));
     }
     if uri.authority().is_none() {
         return Err(invalid("a host is required"));

@@ -120,7 +120,7 @@ pub enum CardDataError {
 /// Why a [`crate::adapter::ChannelAdapter`] could not be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AdapterConfigError {
-    /// The base URL is not an absolute `http://host:port` URL.
+    /// The base URL is not an absolute `http://` or `https://` URL.
     #[error("invalid channel base URL {url:?}: {reason}")]
     InvalidBaseUrl {
         /// The URL as given.

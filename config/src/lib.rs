@@ -46,6 +46,8 @@ pub struct Settings {
     /// shared by several nodes).
     pub mode: Mode,
     pub http: HttpSettings,
+    /// Outbound TLS trust (the front-end's own certificate is `http.tls`).
+    pub tls: TlsSettings,
     pub store: StoreSettings,
     /// The shared store in cluster mode.
     pub postgres: PostgresSettings,
@@ -170,8 +172,14 @@ impl std::fmt::Debug for RedisSettings {
 #[serde(deny_unknown_fields, default)]
 pub struct HttpSettings {
     pub addr: String,
+    /// HTTPS: with `tls.cert_path` and `tls.key_path` set the front-end serves TLS only
+    /// (HTTP/2 or HTTP/1.1 by ALPN); both empty, plain HTTP/1.1.
+    pub tls: HttpTlsSettings,
     pub body_limit_bytes: usize,
     pub header_read_timeout_ms: u64,
+    /// How long a request body may take to arrive once its head is read (a body trickled in
+    /// byte by byte — slowloris — is cut off with `408 body_timeout`).
+    pub body_read_timeout_ms: u64,
     /// Whole-request deadline, from headers read to response ready.
     pub request_timeout_ms: u64,
     /// Open connections; one past it is answered `503` with `Retry-After` and closed.
@@ -188,22 +196,71 @@ pub struct HttpSettings {
     pub signature_window_s: i64,
     /// How long a graceful shutdown waits for in-flight requests.
     pub shutdown_grace_ms: u64,
+    /// Requests per second each merchant may make (`/v1`, checked once its signature
+    /// verified); past it and its burst, `429 rate_limited` with `Retry-After`. 0: no limit.
+    pub merchant_requests_per_s: u32,
+    /// Requests a merchant may make at once above its rate (the bucket's size).
+    pub merchant_burst: u32,
+    /// Requests per second from one client address (IPv4, or an IPv6 /64) to `/v1`, checked
+    /// before anything is read; past it and its burst, `429 rate_limited`. 0: no limit (e.g.
+    /// behind a proxy, where every request comes from the proxy's address).
+    pub ip_requests_per_s: u32,
+    /// Requests one address may make at once above its rate.
+    pub ip_burst: u32,
 }
 
 impl Default for HttpSettings {
     fn default() -> Self {
         Self {
             addr: "127.0.0.1:8080".into(),
+            tls: HttpTlsSettings::default(),
             body_limit_bytes: 64 * 1024,
             header_read_timeout_ms: 5_000,
+            body_read_timeout_ms: 10_000,
             request_timeout_ms: 60_000,
             connections_max: 20_000,
             accept_backlog: 4_096,
             requests_inflight_max: 4_096,
             signature_window_s: 300,
             shutdown_grace_ms: 10_000,
+            // Safety nets out of a single node's way: one merchant may use all the ~2 600
+            // writes/s a node commits (docs/PERFORMANCE.md), and a load generator on one
+            // address may drive it flat out.
+            merchant_requests_per_s: 5_000,
+            merchant_burst: 10_000,
+            ip_requests_per_s: 20_000,
+            ip_burst: 40_000,
         }
     }
+}
+
+/// The front-end's certificate and key (`[http.tls]`). Both set: HTTPS; both empty: plain
+/// HTTP. Paths, not contents, so the key never sits in the settings (or a log of them).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpTlsSettings {
+    /// A PEM file with the certificate chain, leaf first (`KASSA_HTTP_TLS_CERT_PATH`).
+    pub cert_path: String,
+    /// A PEM file with the private key: PKCS#8, PKCS#1 or SEC1 (`KASSA_HTTP_TLS_KEY_PATH`).
+    pub key_path: String,
+}
+
+impl HttpTlsSettings {
+    /// Whether the front-end serves HTTPS.
+    pub fn enabled(&self) -> bool {
+        !self.cert_path.is_empty()
+    }
+}
+
+/// Outbound TLS (`[tls]`): what Kassa trusts when it calls out over `https://` (channels,
+/// merchants' webhooks, the sandbox's callbacks). Certificates are always verified.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSettings {
+    /// A PEM bundle of CA certificates trusted in addition to the built-in Mozilla roots
+    /// (a private CA, or a `kassa dev-cert` certificate); empty: the Mozilla roots alone
+    /// (`KASSA_TLS_EXTRA_CA_PATH`).
+    pub extra_ca_path: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

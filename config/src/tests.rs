@@ -441,3 +441,44 @@ fn cluster_mode_needs_a_redis_url_and_sane_redis_bounds() {
     // Embedded mode never connects to Redis and ignores its section.
     assert!(Settings::load(None, env(&[("KASSA_REDIS_URL", "nonsense")])).is_ok());
 }
+
+#[test]
+fn front_door_rate_limits_default_generous_override_from_env_and_zero_turns_them_off() {
+    let s = Settings::load(None, env(&[])).expect("defaults are valid");
+    assert_eq!(
+        (s.http.merchant_requests_per_s, s.http.merchant_burst),
+        (5_000, 10_000)
+    );
+    assert_eq!(
+        (s.http.ip_requests_per_s, s.http.ip_burst),
+        (20_000, 40_000)
+    );
+    let s = Settings::load(
+        None,
+        env(&[
+            ("KASSA_HTTP_MERCHANT_REQUESTS_PER_S", "2"),
+            ("KASSA_HTTP_MERCHANT_BURST", "3"),
+            ("KASSA_HTTP_IP_REQUESTS_PER_S", "0"),
+            ("KASSA_HTTP_IP_BURST", "0"),
+        ]),
+    )
+    .expect("valid: an ip rate of 0 is off, and then its burst does not matter");
+    assert_eq!(
+        (s.http.merchant_requests_per_s, s.http.merchant_burst),
+        (2, 3)
+    );
+    assert_eq!((s.http.ip_requests_per_s, s.http.ip_burst), (0, 0));
+    for (var, key) in [
+        ("KASSA_HTTP_MERCHANT_BURST", "http.merchant_burst"),
+        ("KASSA_HTTP_IP_BURST", "http.ip_burst"),
+    ] {
+        let err = Settings::load(None, env(&[(var, "0")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(key), "{var}=0: {err}");
+    }
+    let err = Settings::load(None, env(&[("KASSA_HTTP_IP_REQUESTS_PER_S", "-1")]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("http.ip_requests_per_s"), "{err}");
+}

@@ -29,6 +29,23 @@ fn positive(key: &str, value: u64) -> Result<(), ConfigError> {
     }
 }
 
+/// `http.tls`: the certificate and the key come together (the files themselves are read, and
+/// their errors reported, when the server starts).
+fn check_tls(s: &Settings) -> Result<(), ConfigError> {
+    let tls = &s.http.tls;
+    match (tls.cert_path.is_empty(), tls.key_path.is_empty()) {
+        (true, false) => Err(invalid(
+            "http.tls.cert_path",
+            "must be set with http.tls.key_path (KASSA_HTTP_TLS_CERT_PATH)",
+        )),
+        (false, true) => Err(invalid(
+            "http.tls.key_path",
+            "must be set with http.tls.cert_path (KASSA_HTTP_TLS_KEY_PATH)",
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn check_cluster(s: &Settings) -> Result<(), ConfigError> {
     if s.mode != crate::Mode::Cluster {
         return Ok(());
@@ -105,6 +122,7 @@ pub(crate) fn check(s: &Settings) -> Result<(), ConfigError> {
     check_cluster(s)?;
     let http = socket_addr("http.addr", &s.http.addr)?;
     socket_addr("sandbox.addr", &s.sandbox.addr)?;
+    check_tls(s)?;
     if !http.ip().is_loopback() && s.admin.token.is_empty() {
         return Err(invalid(
             "admin.token",
@@ -118,12 +136,25 @@ pub(crate) fn check(s: &Settings) -> Result<(), ConfigError> {
     }
     positive("http.body_limit_bytes", s.http.body_limit_bytes as u64)?;
     positive("http.header_read_timeout_ms", s.http.header_read_timeout_ms)?;
+    positive("http.body_read_timeout_ms", s.http.body_read_timeout_ms)?;
     positive("http.request_timeout_ms", s.http.request_timeout_ms)?;
     positive("http.connections_max", s.http.connections_max as u64)?;
     positive("http.accept_backlog", u64::from(s.http.accept_backlog))?;
     positive(
         "http.requests_inflight_max",
         s.http.requests_inflight_max as u64,
+    )?;
+    check_rate(
+        "http.merchant_requests_per_s",
+        s.http.merchant_requests_per_s,
+        "http.merchant_burst",
+        s.http.merchant_burst,
+    )?;
+    check_rate(
+        "http.ip_requests_per_s",
+        s.http.ip_requests_per_s,
+        "http.ip_burst",
+        s.http.ip_burst,
     )?;
     if !(1..=3_600).contains(&s.http.signature_window_s) {
         return Err(invalid(
@@ -197,6 +228,18 @@ pub(crate) fn check(s: &Settings) -> Result<(), ConfigError> {
         return Err(invalid("sandbox.api_secret", "must not be empty"));
     }
     check_notifications(&s.notifications)
+}
+
+/// A front-door rate (0: off) and its burst, which must hold at least one request when the
+/// rate is on.
+fn check_rate(rate_key: &str, rate: u32, burst_key: &str, burst: u32) -> Result<(), ConfigError> {
+    if rate > 0 && burst == 0 {
+        return Err(invalid(
+            burst_key,
+            format!("must be at least 1 while {rate_key} is on (0 turns the limit off)"),
+        ));
+    }
+    Ok(())
 }
 
 /// The most attempts one round of a delivery may make.

@@ -90,6 +90,13 @@ pub async fn start_sandbox(
         return Ok(None);
     }
     let sb = &settings.sandbox;
+    // Callbacks come back to Kassa's own front-end, over TLS when it serves TLS (the sandbox's
+    // callback client then needs Kassa's certificate trusted: `tls.extra_ca_path`).
+    let scheme = if settings.http.tls.cert_path.is_empty() {
+        "http"
+    } else {
+        "https"
+    };
     let behaviour_of = |channel: &str| {
         let chaotic = sb.chaos_channels.iter().any(|c| c == channel);
         let pick = |value: u32| if chaotic { value } else { 0 };
@@ -102,7 +109,7 @@ pub async fn start_sandbox(
             seed: sb.seed,
             callback_url: sb
                 .callbacks
-                .then(|| format!("http://{http_addr}/callbacks/{channel}")),
+                .then(|| format!("{scheme}://{http_addr}/callbacks/{channel}")),
             callback_delay_ms_max: sb.callback_delay_ms_max,
             duplicate_callback_rate_percent: sb.duplicate_callback_rate_percent,
             settle_delay_ms_max: sb.settle_delay_ms_max,

@@ -91,6 +91,15 @@ impl Store for FaultyStore {
     fn list_merchants(&self) -> BoxFuture<'static, StoreResult<Vec<MerchantRecord>>> {
         self.inner.list_merchants()
     }
+    fn rotate_merchant_secret(
+        &self,
+        id: &str,
+        secret_sealed: Vec<u8>,
+        previous_expires_ms: UnixMs,
+    ) -> BoxFuture<'static, StoreResult<bool>> {
+        self.inner
+            .rotate_merchant_secret(id, secret_sealed, previous_expires_ms)
+    }
     fn list_methods(&self) -> BoxFuture<'static, StoreResult<Vec<MethodRecord>>> {
         self.inner.list_methods()
     }

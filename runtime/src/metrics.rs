@@ -307,8 +307,48 @@ impl RedisGauges {
     }
 }
 
+/// Requests the front door's rate limits refused (`http/rate_limit.rs`), by scope.
+#[derive(Debug, Default)]
+pub struct RateLimitCounters {
+    ip: AtomicU64,
+    merchant: AtomicU64,
+}
+
+impl RateLimitCounters {
+    /// One `429 rate_limited` answered by the `scope` limit.
+    pub fn count(&self, scope: crate::http::rate_limit::Scope) {
+        use crate::http::rate_limit::Scope;
+        let counter = match scope {
+            Scope::Ip => &self.ip,
+            Scope::Merchant => &self.merchant,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String) {
+        use crate::http::rate_limit::Scope;
+        let name = "kassa_http_rate_limited_total";
+        header(
+            out,
+            name,
+            "counter",
+            "Merchant API requests refused with 429 by the front door's limits, by scope (ip, merchant).",
+        );
+        for (scope, counter) in [(Scope::Ip, &self.ip), (Scope::Merchant, &self.merchant)] {
+            let _ = writeln!(
+                out,
+                "{name}{{scope=\"{}\"}} {}",
+                scope.as_str(),
+                counter.load(Ordering::Relaxed)
+            );
+        }
+    }
+}
+
 /// The process's request metrics. `Send + Sync`; share it behind an `Arc` (or in `App`).
 pub struct Metrics {
+    /// 429s of the front door's per-IP and per-merchant limits.
+    pub rate_limited: RateLimitCounters,
     /// Webhook attempts (the notifier's counters).
     pub webhooks: WebhookCounters,
     /// The notifier's broker connections (RabbitMQ transport).
@@ -345,6 +385,7 @@ impl Metrics {
             webhooks: WebhookCounters::default(),
             broker: BrokerGauges::default(),
             redis: std::sync::Arc::default(),
+            rate_limited: RateLimitCounters::default(),
         }
     }
 
@@ -393,6 +434,7 @@ impl Metrics {
         self.webhooks.render(&mut out);
         self.broker.render(&mut out);
         self.redis.render(&mut out);
+        self.rate_limited.render(&mut out);
         out
     }
 }
@@ -771,6 +813,34 @@ mod tests {
         };
         assert_eq!(fallbacks("idempotency"), Some(1.0), "{text}");
         assert_eq!(fallbacks("rate_limit"), Some(2.0), "{text}");
+    }
+
+    #[test]
+    fn counts_rate_limit_refusals_by_scope() {
+        use crate::http::rate_limit::Scope;
+        let metrics = Metrics::new();
+        let text = metrics.render(&Gauges::default());
+        assert!(
+            text.contains("# TYPE kassa_http_rate_limited_total counter\n"),
+            "{text}"
+        );
+        assert_eq!(
+            sample(&text, "kassa_http_rate_limited_total{scope=\"ip\"}"),
+            Some(0.0),
+            "{text}"
+        );
+        metrics.rate_limited.count(Scope::Ip);
+        metrics.rate_limited.count(Scope::Merchant);
+        metrics.rate_limited.count(Scope::Merchant);
+        let text = metrics.render(&Gauges::default());
+        let refused = |scope: &str| {
+            sample(
+                &text,
+                &format!("kassa_http_rate_limited_total{{scope=\"{scope}\"}}"),
+            )
+        };
+        assert_eq!(refused("ip"), Some(1.0), "{text}");
+        assert_eq!(refused("merchant"), Some(2.0), "{text}");
     }
 
     #[test]

@@ -1,6 +1,6 @@
-//! From an HTTP request to a route: method and path, body limit, authentication,
-//! idempotency, then the handler. Every failure becomes the error object; a panic in a
-//! handler becomes a 500, never a dropped connection.
+//! From an HTTP request to a route: per-IP limit, method and path, body limit,
+//! authentication, per-merchant limit, idempotency, then the handler. Every failure becomes
+//! the error object; a panic in a handler becomes a 500, never a dropped connection.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -13,7 +13,8 @@ use hyper::body::Incoming;
 
 use crate::app::App;
 use crate::http::error::{ApiError, json_response};
-use crate::http::{Body, auth, body};
+use crate::http::rate_limit::{self, FrontLimits, Scope};
+use crate::http::{Body, PeerAddr, auth, body};
 use crate::idempotency::{Begin, fingerprint};
 use crate::routes::{Answer, events, payments, refunds};
 
@@ -42,94 +43,145 @@ fn route_not_found() -> ApiError {
     ApiError::invalid(StatusCode::NOT_FOUND, "route_not_found", "no such route")
 }
 
-fn method_not_allowed(allowed: &str) -> ApiError {
-    ApiError::invalid(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        format!("use {allowed} here"),
-    )
+fn method_not_allowed(allowed: &'static str) -> ApiError {
+    ApiError::method_not_allowed(allowed)
 }
 
 fn endpoint<'a>(method: &Method, segments: &[&'a str]) -> Result<Endpoint<'a>, ApiError> {
-    let only = |allowed: Method, e: Endpoint<'a>| {
-        if method == allowed {
+    let only = |allowed: &'static str, e: Endpoint<'a>| {
+        if method.as_str() == allowed {
             Ok(e)
         } else {
-            Err(method_not_allowed(allowed.as_str()))
+            Err(method_not_allowed(allowed))
         }
     };
     match segments {
         ["payments"] if method == Method::GET => Ok(Endpoint::ListPayments),
-        ["payments"] => only(Method::POST, Endpoint::CreatePayment),
-        ["payments", id] => only(Method::GET, Endpoint::GetPayment(id)),
-        ["payments", id, "capture"] => only(Method::POST, Endpoint::CapturePayment(id)),
-        ["payments", id, "cancel"] => only(Method::POST, Endpoint::CancelPayment(id)),
-        ["payments", id, "confirm"] => only(Method::POST, Endpoint::ConfirmPayment(id)),
+        ["payments"] if method == Method::POST => Ok(Endpoint::CreatePayment),
+        ["payments"] => Err(method_not_allowed("GET, POST")),
+        ["payments", id] => only("GET", Endpoint::GetPayment(id)),
+        ["payments", id, "capture"] => only("POST", Endpoint::CapturePayment(id)),
+        ["payments", id, "cancel"] => only("POST", Endpoint::CancelPayment(id)),
+        ["payments", id, "confirm"] => only("POST", Endpoint::ConfirmPayment(id)),
         // The pre-authorisation family by name: preauth_complete is a capture, preauth_cancel
         // a cancel; preauth is `POST /v1/payments` with `capture: manual`, preauth_refund a refund.
-        ["payments", id, "preauth_complete"] => only(Method::POST, Endpoint::CapturePayment(id)),
-        ["payments", id, "preauth_cancel"] => only(Method::POST, Endpoint::CancelPayment(id)),
+        ["payments", id, "preauth_complete"] => only("POST", Endpoint::CapturePayment(id)),
+        ["payments", id, "preauth_cancel"] => only("POST", Endpoint::CancelPayment(id)),
         ["payments", id, "complete_revert"] => only(
-            Method::POST,
+            "POST",
             Endpoint::UndoPayment(id, kassa_actors::payment_order::UndoKind::CompleteRevert),
         ),
         ["payments", id, "reverse"] => only(
-            Method::POST,
+            "POST",
             Endpoint::UndoPayment(id, kassa_actors::payment_order::UndoKind::Reversal),
         ),
-        ["refunds"] => only(Method::POST, Endpoint::CreateRefund),
-        ["refunds", id] => only(Method::GET, Endpoint::GetRefund(id)),
-        ["events"] => only(Method::GET, Endpoint::ListEvents),
-        ["events", id] => only(Method::GET, Endpoint::GetEvent(id)),
-        ["events", id, "resend"] => only(Method::POST, Endpoint::ResendEvent(id)),
-        ["wallets"] => only(Method::POST, Endpoint::CreateWallet),
-        ["wallets", id] => only(Method::GET, Endpoint::GetWallet(id)),
-        ["wallets", id, "top_ups"] => only(Method::POST, Endpoint::TopUpWallet(id)),
-        ["wallets", id, "withdrawals"] => only(Method::POST, Endpoint::WithdrawFromWallet(id)),
-        ["wallets", id, "transactions"] => only(Method::GET, Endpoint::ListWalletTransactions(id)),
+        ["refunds"] => only("POST", Endpoint::CreateRefund),
+        ["refunds", id] => only("GET", Endpoint::GetRefund(id)),
+        ["events"] => only("GET", Endpoint::ListEvents),
+        ["events", id] => only("GET", Endpoint::GetEvent(id)),
+        ["events", id, "resend"] => only("POST", Endpoint::ResendEvent(id)),
+        ["wallets"] => only("POST", Endpoint::CreateWallet),
+        ["wallets", id] => only("GET", Endpoint::GetWallet(id)),
+        ["wallets", id, "top_ups"] => only("POST", Endpoint::TopUpWallet(id)),
+        ["wallets", id, "withdrawals"] => only("POST", Endpoint::WithdrawFromWallet(id)),
+        ["wallets", id, "transactions"] => only("GET", Endpoint::ListWalletTransactions(id)),
         _ => Err(route_not_found()),
     }
 }
 
+/// Declares the public routes once: [`ROUTES`] (what the OpenAPI document must describe) and
+/// the metrics label of each (`"METHOD /template"`), indexed by [`Route`].
+macro_rules! public_routes {
+    ($($name:ident => $method:literal $template:literal,)*) => {
+        /// Every route of the merchant API and the unauthenticated probes, as
+        /// (method, path template): docs/openapi.json describes exactly these (tests/openapi.rs).
+        /// The operator API (`/admin`, `/metrics`) and the channels' callbacks are not in it.
+        pub const ROUTES: &[(&str, &str)] = &[$(($method, $template),)*];
+        const ROUTE_LABELS: &[&str] = &[$(concat!($method, " ", $template),)*];
+        #[derive(Clone, Copy)]
+        enum Route {
+            $($name,)*
+        }
+    };
+}
+
+public_routes! {
+    Healthz => "GET" "/healthz",
+    Readyz => "GET" "/readyz",
+    OpenApi => "GET" "/openapi.json",
+    CreatePayment => "POST" "/v1/payments",
+    ListPayments => "GET" "/v1/payments",
+    GetPayment => "GET" "/v1/payments/{id}",
+    CapturePayment => "POST" "/v1/payments/{id}/capture",
+    CancelPayment => "POST" "/v1/payments/{id}/cancel",
+    ConfirmPayment => "POST" "/v1/payments/{id}/confirm",
+    PreauthComplete => "POST" "/v1/payments/{id}/preauth_complete",
+    PreauthCancel => "POST" "/v1/payments/{id}/preauth_cancel",
+    CompleteRevert => "POST" "/v1/payments/{id}/complete_revert",
+    Reverse => "POST" "/v1/payments/{id}/reverse",
+    CreateRefund => "POST" "/v1/refunds",
+    GetRefund => "GET" "/v1/refunds/{id}",
+    ListEvents => "GET" "/v1/events",
+    GetEvent => "GET" "/v1/events/{id}",
+    ResendEvent => "POST" "/v1/events/{id}/resend",
+    CreateWallet => "POST" "/v1/wallets",
+    GetWallet => "GET" "/v1/wallets/{id}",
+    TopUpWallet => "POST" "/v1/wallets/{id}/top_ups",
+    WithdrawFromWallet => "POST" "/v1/wallets/{id}/withdrawals",
+    ListWalletTransactions => "GET" "/v1/wallets/{id}/transactions",
+}
+
+/// The OpenAPI document of the merchant API, served at `GET /openapi.json`.
+pub const OPENAPI_JSON: &str = include_str!("../../docs/openapi.json");
+
 /// The route template of a request, for metrics (bounded: static strings only).
 fn route_label(method: &Method, path: &str) -> &'static str {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    match segments.as_slice() {
-        ["healthz"] => "GET /healthz",
-        ["readyz"] => "GET /readyz",
-        ["metrics"] => "GET /metrics",
-        ["admin", rest @ ..] => crate::admin::route_label(method, rest),
-        ["callbacks", "card"] => "POST /callbacks/card",
-        ["callbacks", "qr_wallet"] => "POST /callbacks/qr_wallet",
-        ["callbacks", "app_wallet"] => "POST /callbacks/app_wallet",
-        ["callbacks", "bank_transfer"] => "POST /callbacks/bank_transfer",
+    let route = match segments.as_slice() {
+        ["healthz"] => Route::Healthz,
+        ["readyz"] => Route::Readyz,
+        ["openapi.json"] => Route::OpenApi,
+        ["metrics"] => return "GET /metrics",
+        ["admin", rest @ ..] => return crate::admin::route_label(method, rest),
+        ["callbacks", "card"] => return "POST /callbacks/card",
+        ["callbacks", "qr_wallet"] => return "POST /callbacks/qr_wallet",
+        ["callbacks", "app_wallet"] => return "POST /callbacks/app_wallet",
+        ["callbacks", "bank_transfer"] => return "POST /callbacks/bank_transfer",
         ["v1", rest @ ..] => match endpoint(method, rest) {
-            Ok(Endpoint::CreatePayment) => "POST /v1/payments",
-            Ok(Endpoint::ListPayments) => "GET /v1/payments",
-            Ok(Endpoint::GetPayment(_)) => "GET /v1/payments/{id}",
-            Ok(Endpoint::CapturePayment(_)) => "POST /v1/payments/{id}/capture",
-            Ok(Endpoint::CancelPayment(_)) => "POST /v1/payments/{id}/cancel",
-            Ok(Endpoint::ConfirmPayment(_)) => "POST /v1/payments/{id}/confirm",
+            Ok(Endpoint::CreatePayment) => Route::CreatePayment,
+            Ok(Endpoint::ListPayments) => Route::ListPayments,
+            Ok(Endpoint::GetPayment(_)) => Route::GetPayment,
+            // The pre-authorisation aliases share their handler, not their label.
+            Ok(Endpoint::CapturePayment(_)) if rest.last() == Some(&"preauth_complete") => {
+                Route::PreauthComplete
+            }
+            Ok(Endpoint::CapturePayment(_)) => Route::CapturePayment,
+            Ok(Endpoint::CancelPayment(_)) if rest.last() == Some(&"preauth_cancel") => {
+                Route::PreauthCancel
+            }
+            Ok(Endpoint::CancelPayment(_)) => Route::CancelPayment,
+            Ok(Endpoint::ConfirmPayment(_)) => Route::ConfirmPayment,
             Ok(Endpoint::UndoPayment(_, kassa_actors::payment_order::UndoKind::CompleteRevert)) => {
-                "POST /v1/payments/{id}/complete_revert"
+                Route::CompleteRevert
             }
             Ok(Endpoint::UndoPayment(_, kassa_actors::payment_order::UndoKind::Reversal)) => {
-                "POST /v1/payments/{id}/reverse"
+                Route::Reverse
             }
-            Ok(Endpoint::CreateRefund) => "POST /v1/refunds",
-            Ok(Endpoint::GetRefund(_)) => "GET /v1/refunds/{id}",
-            Ok(Endpoint::ListEvents) => "GET /v1/events",
-            Ok(Endpoint::GetEvent(_)) => "GET /v1/events/{id}",
-            Ok(Endpoint::ResendEvent(_)) => "POST /v1/events/{id}/resend",
-            Ok(Endpoint::CreateWallet) => "POST /v1/wallets",
-            Ok(Endpoint::GetWallet(_)) => "GET /v1/wallets/{id}",
-            Ok(Endpoint::TopUpWallet(_)) => "POST /v1/wallets/{id}/top_ups",
-            Ok(Endpoint::WithdrawFromWallet(_)) => "POST /v1/wallets/{id}/withdrawals",
-            Ok(Endpoint::ListWalletTransactions(_)) => "GET /v1/wallets/{id}/transactions",
-            Err(_) => "unmatched",
+            Ok(Endpoint::CreateRefund) => Route::CreateRefund,
+            Ok(Endpoint::GetRefund(_)) => Route::GetRefund,
+            Ok(Endpoint::ListEvents) => Route::ListEvents,
+            Ok(Endpoint::GetEvent(_)) => Route::GetEvent,
+            Ok(Endpoint::ResendEvent(_)) => Route::ResendEvent,
+            Ok(Endpoint::CreateWallet) => Route::CreateWallet,
+            Ok(Endpoint::GetWallet(_)) => Route::GetWallet,
+            Ok(Endpoint::TopUpWallet(_)) => Route::TopUpWallet,
+            Ok(Endpoint::WithdrawFromWallet(_)) => Route::WithdrawFromWallet,
+            Ok(Endpoint::ListWalletTransactions(_)) => Route::ListWalletTransactions,
+            Err(_) => return "unmatched",
         },
-        _ => "unmatched",
-    }
+        _ => return "unmatched",
+    };
+    ROUTE_LABELS[route as usize]
 }
 
 pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
@@ -170,7 +222,7 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Response<Body>,
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok());
-    let limit = app.settings.http.body_limit_bytes;
+    let limit = body::Limits::of(&app.settings.http);
     match segments.as_slice() {
         ["healthz"] => match parts.method {
             Method::GET => Ok(json_response(
@@ -181,6 +233,13 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Response<Body>,
         },
         ["readyz"] => match parts.method {
             Method::GET => Ok(crate::admin::readyz(app).await),
+            _ => Err(method_not_allowed("GET")),
+        },
+        ["openapi.json"] => match parts.method {
+            Method::GET => Ok(json_response(
+                StatusCode::OK,
+                Bytes::from_static(OPENAPI_JSON.as_bytes()),
+            )),
             _ => Err(method_not_allowed("GET")),
         },
         ["metrics"] => match parts.method {
@@ -215,6 +274,14 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Response<Body>,
             .await
         }
         ["v1", rest @ ..] => {
+            let limits = FrontLimits::get(app);
+            // Per client address first: nothing of the request is read yet.
+            if let Some(PeerAddr(peer)) = parts.extensions.get::<PeerAddr>()
+                && let Err(wait) = limits.check_ip(peer.ip())
+            {
+                app.metrics.rate_limited.count(Scope::Ip);
+                return Err(rate_limit::refused(Scope::Ip, wait));
+            }
             let _admitted = app.admission.admit()?;
             let endpoint = endpoint(&parts.method, rest)?;
             let body = body::read_limited(incoming, declared_len, limit).await?;
@@ -225,10 +292,15 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Response<Body>,
                 parts.method.as_str(),
                 path_and_query,
                 &body,
-                app.now_ms().div_euclid(1_000),
+                app.now_ms(),
                 app.settings.http.signature_window_s,
             )
             .await?;
+            // Per merchant once the signature verified: nobody spends another's budget.
+            if let Err(wait) = limits.check_merchant(&merchant.id) {
+                app.metrics.rate_limited.count(Scope::Merchant);
+                return Err(rate_limit::refused(Scope::Merchant, wait));
+            }
             let key = parts
                 .headers
                 .get("idempotency-key")
@@ -313,5 +385,37 @@ async fn dispatch(
         Endpoint::ListWalletTransactions(id) => {
             crate::routes::wallets::transactions(app, merchant, id, query).await
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_public_route_is_served_and_labelled_by_its_template() {
+        for (method, template) in ROUTES {
+            let method = Method::from_bytes(method.as_bytes()).expect("a method");
+            let path = template.replace("{id}", "x_1");
+            assert_eq!(
+                route_label(&method, &path),
+                format!("{method} {template}"),
+                "{method} {path}"
+            );
+            if let ["v1", rest @ ..] = &path.trim_matches('/').split('/').collect::<Vec<_>>()[..] {
+                assert!(
+                    endpoint(&method, rest).is_ok(),
+                    "{method} {path} is not served"
+                );
+            }
+        }
+        assert_eq!(route_label(&Method::DELETE, "/v1/payments"), "unmatched");
+        assert_eq!(route_label(&Method::GET, "/v1/nothing"), "unmatched");
+    }
+
+    #[test]
+    fn the_openapi_document_is_json() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI_JSON).expect("valid JSON");
+        assert_eq!(doc["info"]["title"], "Kassa merchant API");
     }
 }

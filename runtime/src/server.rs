@@ -268,7 +268,8 @@ pub async fn run(
     let running = start(settings, Arc::new(listener)).await?;
     tracing::info!(%addr, "kassa serving");
     // The one line on stdout: scripts and the end-to-end harness wait for it.
-    println!("listening on http://{addr}");
+    let scheme = crate::http_server::scheme(&running.app.settings.http.tls);
+    println!("listening on {scheme}://{addr}");
     shutdown.await;
     tracing::info!("shutting down");
     let Running {

@@ -132,6 +132,10 @@ pub struct MerchantRecord {
     pub webhook_url: Option<String>,
     pub webhook_secret_sealed: Vec<u8>,
     pub created_ms: UnixMs,
+    /// The secret before the last rotation (sealed), still accepted until
+    /// `previous_secret_expires_ms`; `None` before any rotation.
+    pub previous_secret_sealed: Option<Vec<u8>>,
+    pub previous_secret_expires_ms: Option<UnixMs>,
 }
 
 impl std::fmt::Debug for MerchantRecord {
@@ -141,6 +145,10 @@ impl std::fmt::Debug for MerchantRecord {
             .field("name", &self.name)
             .field("webhook_url", &self.webhook_url)
             .field("created_ms", &self.created_ms)
+            .field(
+                "previous_secret_expires_ms",
+                &self.previous_secret_expires_ms,
+            )
             .finish_non_exhaustive()
     }
 }
@@ -269,6 +277,16 @@ pub trait Store: Send + Sync + 'static {
     fn put_merchant(&self, merchant: MerchantRecord) -> BoxFuture<'static, StoreResult<()>>;
     fn get_merchant(&self, id: &str) -> BoxFuture<'static, StoreResult<Option<MerchantRecord>>>;
     fn list_merchants(&self) -> BoxFuture<'static, StoreResult<Vec<MerchantRecord>>>;
+    /// Secret rotation, in one statement: `secret_sealed` becomes the merchant's secret and
+    /// the secret it had becomes the previous one, accepted until `previous_expires_ms`
+    /// (whatever previous secret there was is dropped). Two rotations racing are applied one
+    /// after the other, so neither new secret is lost. `false` if there is no such merchant.
+    fn rotate_merchant_secret(
+        &self,
+        id: &str,
+        secret_sealed: Vec<u8>,
+        previous_expires_ms: UnixMs,
+    ) -> BoxFuture<'static, StoreResult<bool>>;
 
     /// Every method and currency, ordered by (method, currency).
     fn list_methods(&self) -> BoxFuture<'static, StoreResult<Vec<MethodRecord>>>;

@@ -414,6 +414,15 @@ impl Store for PostgresStore {
         write_request::put_merchant(&self.inner, merchant)
     }
 
+    fn rotate_merchant_secret(
+        &self,
+        id: &str,
+        secret_sealed: Vec<u8>,
+        previous_expires_ms: UnixMs,
+    ) -> BoxFuture<'static, StoreResult<bool>> {
+        write_request::rotate_merchant_secret(&self.inner, id, secret_sealed, previous_expires_ms)
+    }
+
     fn get_merchant(&self, id: &str) -> BoxFuture<'static, StoreResult<Option<MerchantRecord>>> {
         let id = id.to_owned();
         self.read(move |c| async move { reader::get_merchant(&c, &id).await })

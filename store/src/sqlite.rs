@@ -295,6 +295,15 @@ impl Store for SqliteStore {
         write_request::put_merchant(&self.inner, merchant)
     }
 
+    fn rotate_merchant_secret(
+        &self,
+        id: &str,
+        secret_sealed: Vec<u8>,
+        previous_expires_ms: UnixMs,
+    ) -> BoxFuture<'static, StoreResult<bool>> {
+        write_request::rotate_merchant_secret(&self.inner, id, secret_sealed, previous_expires_ms)
+    }
+
     fn get_merchant(&self, id: &str) -> BoxFuture<'static, StoreResult<Option<MerchantRecord>>> {
         let id = id.to_owned();
         self.read(move |conn| reader::get_merchant(conn, &id))

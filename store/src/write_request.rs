@@ -43,6 +43,13 @@ pub(crate) enum WriteRequest {
         merchant: MerchantRecord,
         reply: Reply<()>,
     },
+    /// Answers the rows changed: 1, or 0 for an unknown merchant.
+    RotateMerchantSecret {
+        id: String,
+        secret_sealed: Vec<u8>,
+        previous_expires_ms: UnixMs,
+        reply: Reply<u64>,
+    },
     PutMethod {
         method: MethodRecord,
         reply: Reply<()>,
@@ -91,6 +98,12 @@ pub(crate) enum WriteRequest {
 pub(crate) trait WriteOps {
     async fn append(&self, append: &Append) -> Result<(), AppendError>;
     async fn put_merchant(&self, merchant: &MerchantRecord) -> StoreResult<()>;
+    async fn rotate_merchant_secret(
+        &self,
+        id: &str,
+        secret_sealed: &[u8],
+        previous_expires_ms: UnixMs,
+    ) -> StoreResult<u64>;
     async fn put_method(&self, method: &MethodRecord) -> StoreResult<()>;
     async fn put_idempotency(&self, record: &IdempotencyRecord) -> StoreResult<IdempotencyRecord>;
     async fn purge_idempotency(&self, before_ms: UnixMs, rows_max: u32) -> StoreResult<u64>;
@@ -117,6 +130,17 @@ impl WriteRequest {
             }),
             Self::PutMerchant { merchant, reply } => Applied::Unit(Pending {
                 result: ops.put_merchant(&merchant).await,
+                reply,
+            }),
+            Self::RotateMerchantSecret {
+                id,
+                secret_sealed,
+                previous_expires_ms,
+                reply,
+            } => Applied::Count(Pending {
+                result: ops
+                    .rotate_merchant_secret(&id, &secret_sealed, previous_expires_ms)
+                    .await,
                 reply,
             }),
             Self::PutMethod { method, reply } => Applied::Unit(Pending {
@@ -190,6 +214,7 @@ impl WriteRequest {
                 reply,
             }),
             Self::PurgeIdempotency { reply, .. }
+            | Self::RotateMerchantSecret { reply, .. }
             | Self::RequeueDeliveries { reply, .. }
             | Self::MarkHandedOff { reply, .. } => Applied::Count(Pending {
                 result: Err(error()),
@@ -213,7 +238,7 @@ pub(crate) enum Applied {
     /// A write that answers `()` (merchants, methods, new wallets, delivery attempts).
     Unit(Pending<(), StoreError>),
     PutIdempotency(Pending<IdempotencyRecord, StoreError>),
-    /// A write that answers a row count (purges, requeues, hand-off marks).
+    /// A write that answers a row count (purges, requeues, hand-off marks, secret rotations).
     Count(Pending<u64, StoreError>),
     MoveWallet(Pending<WalletMoveOutcome, StoreError>),
     CloseWalletKey(Pending<Option<WalletMovement>, StoreError>),
@@ -484,6 +509,23 @@ pub(crate) fn put_merchant(
     merchant: MerchantRecord,
 ) -> BoxFuture<'static, StoreResult<()>> {
     submit(queue, |reply| WriteRequest::PutMerchant { merchant, reply })
+}
+
+pub(crate) fn rotate_merchant_secret(
+    queue: &impl Enqueue,
+    id: &str,
+    secret_sealed: Vec<u8>,
+    previous_expires_ms: UnixMs,
+) -> BoxFuture<'static, StoreResult<bool>> {
+    let id = id.to_owned();
+    submit(queue, |reply| WriteRequest::RotateMerchantSecret {
+        id,
+        secret_sealed,
+        previous_expires_ms,
+        reply,
+    })
+    .map(|changed| changed.map(|rows| rows > 0))
+    .boxed()
 }
 
 pub(crate) fn put_method(

@@ -744,6 +744,8 @@ async fn a_file_from_before_the_outbox_is_migrated_in_place() {
     let conn = connect(&path);
     conn.execute_batch(&format!(
         "DROP TABLE delivery_attempts; DROP TABLE deliveries; DROP TABLE events;
+         ALTER TABLE merchants DROP COLUMN previous_secret_sealed;
+         ALTER TABLE merchants DROP COLUMN previous_secret_expires_ms;
          PRAGMA user_version = {SCHEMA_VERSION_BEFORE_OUTBOX};"
     ))
     .unwrap();

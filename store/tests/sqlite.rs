@@ -37,6 +37,7 @@ on_both_backends!(worker_threads = 2;
     idempotency_insert_if_absent_keeps_the_earlier_record,
     purge_deletes_only_older_records,
     merchants_insert_get_list,
+    merchant_secret_rotation_keeps_the_previous_secret,
     overloaded_when_the_queue_is_full,
     shutdown_drains_queued_writes_then_refuses_new_ones,
     works_as_a_shared_trait_object,
@@ -110,6 +111,8 @@ fn merchant(id: &str) -> MerchantRecord {
         webhook_url: Some("https://example.test/hook".to_owned()),
         webhook_secret_sealed: vec![4, 5],
         created_ms: 7,
+        previous_secret_sealed: None,
+        previous_secret_expires_ms: None,
     }
 }
 
@@ -413,6 +416,41 @@ async fn data_survives_close_and_reopen(backend: Backend) {
     );
 }
 
+/// A file written before secret rotation (schema 5) opens, keeps its merchants (with no
+/// previous secret) and can rotate them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_5_file_migrates_its_merchants() {
+    const SCHEMA_VERSION_BEFORE_ROTATION: i64 = 5;
+    let dir = TempDir::new().unwrap();
+    let store = SqliteStore::open(config(&dir)).unwrap();
+    store.put_merchant(merchant("mch_old")).await.unwrap();
+    store.shutdown().await.unwrap();
+    drop(store);
+    let conn = rusqlite::Connection::open(store_path(&dir)).unwrap();
+    conn.execute_batch(&format!(
+        "ALTER TABLE merchants DROP COLUMN previous_secret_sealed;
+         ALTER TABLE merchants DROP COLUMN previous_secret_expires_ms;
+         PRAGMA user_version = {SCHEMA_VERSION_BEFORE_ROTATION};"
+    ))
+    .unwrap();
+    drop(conn);
+
+    let store = SqliteStore::open(config(&dir)).unwrap();
+    assert_eq!(
+        store.get_merchant("mch_old").await.unwrap(),
+        Some(merchant("mch_old"))
+    );
+    assert!(
+        store
+            .rotate_merchant_secret("mch_old", vec![9], 50)
+            .await
+            .unwrap()
+    );
+    let rotated = store.get_merchant("mch_old").await.unwrap().unwrap();
+    assert_eq!(rotated.previous_secret_sealed, Some(vec![1, 2, 3]));
+    store.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_newer_schema_is_refused() {
     let dir = TempDir::new().unwrap();
@@ -631,6 +669,57 @@ async fn merchants_insert_get_list(backend: Backend) {
     assert_eq!(all, [no_webhook, merchant("mch_b")]);
 }
 
+async fn merchant_secret_rotation_keeps_the_previous_secret(backend: Backend) {
+    let store = backend.open().await;
+    store.put_merchant(merchant("mch_r")).await.unwrap();
+    store.put_merchant(merchant("mch_other")).await.unwrap();
+    assert!(
+        !store
+            .rotate_merchant_secret("mch_unknown", vec![9], 100)
+            .await
+            .unwrap(),
+        "an unknown merchant is not rotated"
+    );
+
+    assert!(
+        store
+            .rotate_merchant_secret("mch_r", vec![6, 6], 1_000)
+            .await
+            .unwrap()
+    );
+    let rotated = store.get_merchant("mch_r").await.unwrap().unwrap();
+    assert_eq!(rotated.secret_sealed, [6, 6]);
+    assert_eq!(
+        rotated.previous_secret_sealed.as_deref(),
+        Some(&[1, 2, 3][..])
+    );
+    assert_eq!(rotated.previous_secret_expires_ms, Some(1_000));
+    assert_eq!(
+        (rotated.webhook_secret_sealed.clone(), rotated.created_ms),
+        (vec![4, 5], 7),
+        "nothing else changes"
+    );
+    assert_eq!(
+        store.get_merchant("mch_other").await.unwrap(),
+        Some(merchant("mch_other")),
+        "other merchants are untouched"
+    );
+
+    // Racing rotations are applied one after the other: the secret of the first is the
+    // previous secret of the second, never lost.
+    let (a, b) = futures::join!(
+        store.rotate_merchant_secret("mch_r", vec![7], 2_000),
+        store.rotate_merchant_secret("mch_r", vec![8], 3_000),
+    );
+    assert!(a.unwrap() && b.unwrap());
+    let after = store.get_merchant("mch_r").await.unwrap().unwrap();
+    let pair = (after.secret_sealed, after.previous_secret_sealed);
+    assert!(
+        pair == (vec![8], Some(vec![7])) || pair == (vec![7], Some(vec![8])),
+        "{pair:?}"
+    );
+}
+
 async fn overloaded_when_the_queue_is_full(backend: Backend) {
     const QUEUE_MAX: usize = 4;
     let tune = Tune {
@@ -812,12 +901,12 @@ async fn postgres_migrate_twice_is_a_no_op() {
     let config = backend.postgres_config(Tune::default());
     let first = postgres::migrate(&config).await.unwrap();
     assert_eq!(first.from_version, 0, "{first:?}");
-    assert_eq!(first.applied, [5, 6], "{first:?}");
-    assert_eq!(first.to_version, 6, "{first:?}");
+    assert_eq!(first.applied, [5, 6, 7], "{first:?}");
+    assert_eq!(first.to_version, 7, "{first:?}");
     let second = postgres::migrate(&config).await.unwrap();
-    assert_eq!(second.from_version, 6, "{second:?}");
+    assert_eq!(second.from_version, 7, "{second:?}");
     assert!(second.applied.is_empty(), "{second:?}");
-    assert_eq!(second.to_version, 6, "{second:?}");
+    assert_eq!(second.to_version, 7, "{second:?}");
     // A store opens on the migrated schema (migrating nothing) and works.
     let store = backend.open().await;
     store.append(create("pay_1", "order-1", 1)).await.unwrap();
@@ -846,8 +935,8 @@ async fn postgres_concurrent_migrations_apply_each_version_once() {
     // what must hold, each version once.
     let mut applied: Vec<i64> = reports.iter().flat_map(|r| r.applied.clone()).collect();
     applied.sort_unstable();
-    assert_eq!(applied, [5, 6], "{reports:?}");
-    assert!(reports.iter().all(|r| r.to_version == 6), "{reports:?}");
+    assert_eq!(applied, [5, 6, 7], "{reports:?}");
+    assert!(reports.iter().all(|r| r.to_version == 7), "{reports:?}");
     let client = backend.postgres_client().await;
     let rows = client
         .query(
@@ -859,7 +948,7 @@ async fn postgres_concurrent_migrations_apply_each_version_once() {
         )
         .await
         .unwrap();
-    assert_eq!(rows.len(), 2, "one row per version");
+    assert_eq!(rows.len(), 3, "one row per version");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -872,7 +961,7 @@ async fn postgres_a_newer_schema_is_refused() {
     let client = backend.postgres_client().await;
     client
         .batch_execute(&format!(
-            "INSERT INTO \"{}\".kassa_schema_version (version, applied_ms) VALUES (7, 0)",
+            "INSERT INTO \"{}\".kassa_schema_version (version, applied_ms) VALUES (8, 0)",
             config.schema
         ))
         .await

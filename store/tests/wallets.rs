@@ -551,6 +551,8 @@ async fn a_file_from_before_wallets_is_migrated_in_place() {
     conn.execute_batch(&format!(
         "DROP TABLE wallet_movements; DROP TABLE wallets; DROP TABLE wallet_closed_keys;
          DROP TABLE delivery_attempts; DROP TABLE deliveries; DROP TABLE events;
+         ALTER TABLE merchants DROP COLUMN previous_secret_sealed;
+         ALTER TABLE merchants DROP COLUMN previous_secret_expires_ms;
          PRAGMA user_version = {SCHEMA_VERSION_BEFORE_WALLETS};"
     ))
     .unwrap();

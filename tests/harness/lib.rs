@@ -21,6 +21,10 @@
 //! - [`services`]: the machine's services (PostgreSQL, RabbitMQ, Redis, and `OwnRedis`, a
 //!   test's own `redis-server` it may kill and restart): skip with a reason on a laptop without
 //!   them, fail under `CI=true`; fresh schemas and prefixes per instance, deleted afterwards.
+//! - [`verify`]: the invariants checked after a hostile run: the acquirer's ledger against
+//!   Kassa's payments (nothing charged twice, refunds ≤ captures), every event delivered.
+//! - [`tls`]: [`tls::HttpsClient`], requests to a Kassa serving HTTPS over the HTTP version ALPN
+//!   negotiates, trusting only the test's CA; TLS configurations for the test's own endpoints.
 //! - [`webhooks`]: [`webhooks::WebhookReceiver`], a merchant's webhook endpoint whose answers the
 //!   test scripts (a status, or hanging), recording every request.
 //!
@@ -28,7 +32,8 @@
 //!
 //! `kassa serve` reads `KASSA_HTTP_ADDR` (the harness passes `127.0.0.1:0`), `KASSA_DATA_DIR` and
 //! `KASSA_ADMIN_TOKEN`, logs to stderr, and once it serves prints exactly one line to stdout:
-//! `listening on http://127.0.0.1:PORT`. SIGTERM shuts it down gracefully.
+//! `listening on http://127.0.0.1:PORT` (`https://` when it serves TLS). SIGTERM shuts it down
+//! gracefully.
 
 pub mod api;
 pub mod binary;
@@ -39,6 +44,8 @@ pub mod poll;
 pub mod process;
 pub mod raw;
 pub mod services;
+pub mod tls;
+pub mod verify;
 pub mod webhooks;
 
 pub use api::*;

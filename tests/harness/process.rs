@@ -136,7 +136,7 @@ impl Kassa {
         Self::start(KassaOptions::new()).await
     }
 
-    /// `http://127.0.0.1:PORT` of the current run.
+    /// `http://127.0.0.1:PORT` (or `https://` when it serves TLS) of the current run.
     pub fn base_url(&self) -> &str {
         &self.base_url
     }
@@ -366,7 +366,7 @@ impl Kassa {
                     None => "unknown".to_owned(),
                 };
                 panic!(
-                    "kassa serve closed stdout without printing `listening on http://...` \
+                    "kassa serve closed stdout without printing `listening on http(s)://...` \
                      ({status})\n{}",
                     self.log_tail()
                 );
@@ -374,7 +374,7 @@ impl Kassa {
             Err(_elapsed) => {
                 self.kill9();
                 panic!(
-                    "kassa serve did not print `listening on http://...` within {:?} \
+                    "kassa serve did not print `listening on http(s)://...` within {:?} \
                      (SIGKILLed it)\n{}",
                     self.options.start_timeout,
                     self.log_tail()

@@ -470,3 +470,166 @@ fn an_order_remembers_a_bounded_number_of_keyed_requests() {
         "the oldest are forgotten first"
     );
 }
+
+/// Seeds one run of [`crashes_between_append_and_reply_never_apply_a_command_twice`] tries.
+const CRASH_SEEDS: u64 = 400;
+/// Commands per seeded sequence, at most.
+const CRASH_OPS_MAX: usize = 60;
+
+/// Where a simulated crash lands around one command.
+#[derive(Clone, Copy, Debug)]
+enum Crash {
+    None,
+    /// The events were decided but never appended: recovery replays the journal without them
+    /// and the merchant's retry decides again.
+    BeforeAppend,
+    /// The append was durable but the reply never left: recovery replays the journal with
+    /// them and the retry must find the command applied.
+    AfterAppend,
+}
+
+/// A merchant command carries its request key (`Command::Keyed`), as the order actor sends it;
+/// channel outcomes are bare.
+fn as_sent(op: &Op, p: &Payment, n: usize) -> Command {
+    let command = command(op, p, n);
+    match op {
+        Op::Capture(_) | Op::Cancel | Op::Refund(_) | Op::Uncapture | Op::Reverse => {
+            Command::Keyed {
+                request: format!("req_{n}"),
+                command: Box::new(command),
+            }
+        }
+        _ => command,
+    }
+}
+
+/// The journal as the store keeps it: each event serialised, with its time.
+#[derive(Default)]
+struct Journal(Vec<(String, i64)>);
+
+impl Journal {
+    fn append(&mut self, state: Option<Payment>, events: &[Event], at_ms: i64) -> Payment {
+        let mut state = state;
+        for event in events {
+            self.0.push((
+                serde_json::to_string(event).expect("events serialise"),
+                at_ms,
+            ));
+            let seq = self.0.len() as u64;
+            state = Some(apply(state, event, seq, at_ms).expect("a decided event applies"));
+        }
+        state.expect("at least the created event")
+    }
+
+    /// Recovery: the order rebuilt from the journal alone.
+    fn replay(&self) -> Payment {
+        let mut state = None;
+        for (i, (json, at_ms)) in self.0.iter().enumerate() {
+            let event: Event = serde_json::from_str(json).expect("journaled events parse");
+            state = Some(apply(state, &event, i as u64 + 1, *at_ms).expect("replay applies"));
+        }
+        state.expect("a journal starts with created")
+    }
+}
+
+/// One seeded sequence of commands with crashes around them; panics on a broken invariant.
+fn crash_run(seed: u64) {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+
+    let mut seed_bytes = [0u8; 32];
+    seed_bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes);
+    let mut runner = TestRunner::new_with_rng(Config::default(), rng);
+    let manual = any::<bool>().new_tree(&mut runner).unwrap().current();
+    let ops = proptest::collection::vec((op(), 0u8..3), 0..CRASH_OPS_MAX)
+        .new_tree(&mut runner)
+        .unwrap()
+        .current();
+
+    let capture = if manual {
+        CaptureMode::Manual
+    } else {
+        CaptureMode::Automatic
+    };
+    let mut journal = Journal::default();
+    let created = decide(None, &Command::Create(Box::new(new_payment(capture)))).unwrap();
+    let mut state = journal.append(None, &created, 0);
+    for (n, (op, crash)) in ops.iter().enumerate() {
+        let crash = [Crash::None, Crash::BeforeAppend, Crash::AfterAppend][usize::from(*crash)];
+        let at_ms = n as i64 + 1;
+        let sent = as_sent(op, &state, n);
+        let Ok(events) = decide(Some(&state), &sent) else {
+            continue;
+        };
+        let before = state.clone();
+        state = match crash {
+            Crash::None => journal.append(Some(state), &events, at_ms),
+            Crash::BeforeAppend => {
+                let recovered = journal.replay();
+                assert_eq!(
+                    recovered, before,
+                    "seed {seed}, {op:?}: recovery before the append"
+                );
+                let again = decide(Some(&recovered), &sent);
+                assert_eq!(
+                    again.as_ref(),
+                    Ok(&events),
+                    "seed {seed}, {op:?}: the retry decides alike"
+                );
+                journal.append(Some(recovered), &events, at_ms)
+            }
+            Crash::AfterAppend => {
+                let live = journal.append(Some(state), &events, at_ms);
+                let recovered = journal.replay();
+                assert_eq!(
+                    recovered, live,
+                    "seed {seed}, {op:?}: replay rebuilds the order"
+                );
+                // The retry of an applied command changes nothing: a keyed one is answered
+                // as applied, a repeated outcome is ignored or refused.
+                match decide(Some(&recovered), &sent) {
+                    Ok(more) if !more.is_empty() && !events.is_empty() => panic!(
+                        "seed {seed}, {op:?}: the retry after a crash applied again: {more:?}"
+                    ),
+                    _ => {}
+                }
+                recovered
+            }
+        };
+        check_invariants(&state).unwrap_or_else(|e| panic!("seed {seed}, {op:?}: {e}"));
+        assert!(
+            state.amount_refunded.minor_units() <= state.amount_captured.minor_units(),
+            "seed {seed}: refunded more than captured"
+        );
+    }
+    assert_eq!(journal.replay(), state, "seed {seed}: the final replay");
+}
+
+/// Seeded random command sequences with crashes before and after the journal append. A
+/// failing seed is printed; `KASSA_SEED=<seed>` replays exactly that sequence.
+#[test]
+fn crashes_between_append_and_reply_never_apply_a_command_twice() {
+    let seeds = match std::env::var("KASSA_SEED") {
+        Ok(seed) => {
+            let seed = seed.parse().expect("KASSA_SEED is a u64");
+            seed..seed + 1
+        }
+        Err(_) => {
+            let base = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or_default();
+            base..base.wrapping_add(CRASH_SEEDS)
+        }
+    };
+    for seed in seeds {
+        if let Err(panic) = std::panic::catch_unwind(|| crash_run(seed)) {
+            eprintln!(
+                "failing seed {seed}; replay with: KASSA_SEED={seed} cargo test -p kassa-actors \
+                 crashes_between_append_and_reply"
+            );
+            std::panic::resume_unwind(panic);
+        }
+    }
+}

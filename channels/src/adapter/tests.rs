@@ -202,13 +202,17 @@ fn answers_are_health_and_only_sickness_is_a_failure() {
 }
 
 #[test]
-fn base_urls_must_be_plain_http() {
+fn base_urls_must_be_http_or_https() {
     assert_eq!(
         checked_base_url("http://127.0.0.1:8080/").as_deref(),
         Ok("http://127.0.0.1:8080")
     );
+    assert_eq!(
+        checked_base_url("https://acquirer.example").as_deref(),
+        Ok("https://acquirer.example")
+    );
     for url in [
-        "https://x:1",
+        "ftp://x:1",
         "127.0.0.1:80",
         "http://x/api",
         "http://x?q=1",

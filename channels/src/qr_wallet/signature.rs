@@ -38,7 +38,10 @@ pub fn signing_key(api_secret: &[u8]) -> [u8; 32] {
 
 /// Why a form could not be signed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the form cannot be signed: a parameter repeats, or it carries its own signature")]
+#[error(
+    "the form cannot be signed: a parameter repeats, it carries its own signature, or it has too \
+     many parameters"
+)]
 pub struct UnsignableForm;
 
 /// The string the signature covers: `params` without `sign`/`sign_type`, sorted, joined.
@@ -66,7 +69,9 @@ pub fn sign<'a>(key: &[u8], params: impl IntoIterator<Item = (&'a str, &'a str)>
     hex::encode(mac.finalize().into_bytes())
 }
 
-/// Adds `timestamp`, `sign_type` and `sign` to an encoded form that has none of them.
+/// Adds `timestamp`, `sign_type` and `sign` to an encoded form that has none of them. A form
+/// with more than `PARAMS_MAX - 3` parameters is refused: signed, it would carry more than
+/// [`verify_form`] reads.
 pub fn sign_form(key: &[u8], body: &[u8], timestamp_s: u64) -> Result<String, UnsignableForm> {
     let timestamp = timestamp_s.to_string();
     let mut params = parse_unique(body).map_err(|_| UnsignableForm)?;
@@ -75,6 +80,8 @@ pub fn sign_form(key: &[u8], body: &[u8], timestamp_s: u64) -> Result<String, Un
         || params
             .insert(TIMESTAMP.to_owned(), timestamp.clone())
             .is_some()
+        // `sign_type` and `sign` are still to come.
+        || params.len() + 2 > PARAMS_MAX
     {
         return Err(UnsignableForm);
     }
@@ -192,6 +199,31 @@ mod tests {
             verify_form(KEY, repeated.as_bytes(), 1_000),
             Err(SignatureError::Malformed)
         );
+    }
+
+    #[test]
+    fn a_form_the_signer_accepts_always_verifies() {
+        // Found by fuzz/callback_qr_wallet: 62 to 64 parameters were signed into a form of up
+        // to 67, which `verify_form` refuses as malformed.
+        let form = |count: usize| {
+            (0..count)
+                .map(|i| format!("p{i:02}={i}"))
+                .collect::<Vec<_>>()
+                .join("&")
+        };
+        let most = form(PARAMS_MAX - 3);
+        let signed = sign_form(KEY, most.as_bytes(), 1_000).expect("signable");
+        assert_eq!(
+            verify_form(KEY, signed.as_bytes(), 1_000).map(|params| params.len()),
+            Ok(PARAMS_MAX - 2)
+        );
+        for count in PARAMS_MAX - 2..=PARAMS_MAX {
+            assert_eq!(
+                sign_form(KEY, form(count).as_bytes(), 1_000),
+                Err(UnsignableForm),
+                "{count}"
+            );
+        }
     }
 
     #[test]

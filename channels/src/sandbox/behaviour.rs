@@ -55,7 +55,7 @@ pub struct Behaviour {
     pub max_requests_per_s: Option<u32>,
     /// Seeds the RNG; replacing the behaviour reseeds it.
     pub seed: u64,
-    /// Where `charge.updated` callbacks go (`http://` only); `None` sends none.
+    /// Where `charge.updated` callbacks go (`http://` or `https://`); `None` sends none.
     pub callback_url: Option<String>,
     /// Each callback waits a delay drawn uniformly in `[min, max]` before its first attempt.
     pub callback_delay_ms_min: u64,
@@ -166,8 +166,8 @@ fn check_callback_url(url: &str) -> Result<(), &'static str> {
         return Err("callback_url is longer than 2048 bytes");
     }
     let uri: hyper::Uri = url.parse().map_err(|_| "callback_url is not a valid URL")?;
-    if uri.scheme_str() != Some("http") || uri.authority().is_none() {
-        return Err("callback_url must be an absolute http:// URL");
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
+        return Err("callback_url must be an absolute http:// or https:// URL");
     }
     Ok(())
 }
@@ -483,7 +483,7 @@ mod tests {
                 ..Behaviour::default()
             },
             Behaviour {
-                callback_url: Some("https://example.com/hooks".to_owned()),
+                callback_url: Some("ftp://example.com/hooks".to_owned()),
                 ..Behaviour::default()
             },
             Behaviour {

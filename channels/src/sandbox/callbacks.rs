@@ -43,6 +43,7 @@ use tokio::sync::Semaphore;
 use super::State;
 use super::behaviour::CallbackPlan;
 use super::stats::{Counter, Stats};
+use crate::adapter::tls;
 use crate::card::signature::{self, SIGNATURE_HEADER};
 
 /// Callback copies pending at once; more are dropped (and counted in the stats).
@@ -79,10 +80,11 @@ pub(crate) trait Envelope: Send + Sync {
     }
 }
 
-/// The callback sender: a slot per pending copy and one pooled HTTP client.
+/// The callback sender: a slot per pending copy and one pooled HTTP client (`https://`
+/// receivers' certificates verified like every outbound call's, [`tls`]; `http://` plain).
 pub(crate) struct Callbacks {
     slots: Arc<Semaphore>,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<tls::HttpsConnector, Full<Bytes>>,
 }
 
 impl Callbacks {
@@ -91,7 +93,8 @@ impl Callbacks {
     pub(crate) fn new(queued_max: usize) -> Self {
         Self {
             slots: Arc::new(Semaphore::new(queued_max)),
-            client: Client::builder(TokioExecutor::new()).build_http(),
+            client: Client::builder(TokioExecutor::new())
+                .build(tls::https_or_http(HttpConnector::new())),
         }
     }
 }

@@ -20,6 +20,9 @@ pub fn route_label(method: &Method, rest: &[&str]) -> &'static str {
     match (method, rest) {
         (&Method::GET, [] | [""]) => "GET /admin/",
         (&Method::POST, ["merchants"]) => "POST /admin/merchants",
+        (&Method::POST, ["merchants", _, "rotate_secret"]) => {
+            "POST /admin/merchants/{id}/rotate_secret"
+        }
         (&Method::GET, ["supervision"]) => "GET /admin/supervision",
         (&Method::GET, ["actors", ..]) => "GET /admin/actors/{path}",
         (&Method::GET, ["channels"]) => "GET /admin/channels",
@@ -71,7 +74,7 @@ pub async fn route(
         };
     }
     auth::admin(headers, &app.settings.admin.token)?;
-    let limit = app.settings.http.body_limit_bytes;
+    let limit = body::Limits::of(&app.settings.http);
     match rest {
         ["merchants"] => {
             if method != Method::POST {
@@ -79,6 +82,14 @@ pub async fn route(
             }
             let body = body::read_limited(incoming, declared_len, limit).await?;
             let (status, body) = merchants_admin::create_merchant(app, &body).await?;
+            Ok(json_response(status, body))
+        }
+        ["merchants", id, "rotate_secret"] => {
+            if method != Method::POST {
+                return Err(method_not_allowed("POST"));
+            }
+            let body = body::read_limited(incoming, declared_len, limit).await?;
+            let (status, body) = merchants_admin::rotate_secret(app, id, &body).await?;
             Ok(json_response(status, body))
         }
         ["methods"] => match *method {

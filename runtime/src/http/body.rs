@@ -1,4 +1,6 @@
-//! Reading request bodies within `http.body_limit_bytes`.
+//! Reading request bodies within `http.body_limit_bytes` and `http.body_read_timeout_ms`.
+
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::StatusCode;
@@ -7,11 +9,30 @@ use hyper::body::Incoming;
 
 use crate::http::error::ApiError;
 
+/// The bounds every body is read within.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub bytes_max: usize,
+    /// From the end of the head to the last body byte: a client trickling a body in (slowloris)
+    /// holds a connection and a request slot no longer than this.
+    pub read_timeout: Duration,
+}
+
+impl Limits {
+    pub fn of(http: &kassa_config::HttpSettings) -> Limits {
+        Limits {
+            bytes_max: http.body_limit_bytes,
+            read_timeout: Duration::from_millis(http.body_read_timeout_ms),
+        }
+    }
+}
+
 pub async fn read_limited(
     body: Incoming,
     declared_len: Option<u64>,
-    limit_bytes: usize,
+    limits: Limits,
 ) -> Result<Bytes, ApiError> {
+    let limit_bytes = limits.bytes_max;
     let too_large = || {
         ApiError::invalid(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -22,17 +43,29 @@ pub async fn read_limited(
     if declared_len.is_some_and(|len| len > limit_bytes as u64) {
         return Err(too_large());
     }
-    match Limited::new(body, limit_bytes).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e)
+    let read = tokio::time::timeout(
+        limits.read_timeout,
+        Limited::new(body, limit_bytes).collect(),
+    );
+    match read.await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e))
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some() =>
         {
             Err(too_large())
         }
-        Err(_) => Err(ApiError::bad_request(
+        Ok(Err(_)) => Err(ApiError::bad_request(
             "invalid_body",
             "the request body could not be read",
+        )),
+        Err(_elapsed) => Err(ApiError::invalid(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!(
+                "the request body did not arrive within {} ms",
+                limits.read_timeout.as_millis()
+            ),
         )),
     }
 }

@@ -20,6 +20,8 @@ pub struct ApiError {
     pub message: String,
     pub param: Option<String>,
     pub retry_after_s: Option<u64>,
+    /// The methods the path serves, for the `Allow` header of a 405 (RFC 9110 §15.5.6).
+    pub allow: Option<&'static str>,
 }
 
 #[derive(Serialize)]
@@ -50,6 +52,7 @@ impl ApiError {
             message: message.into(),
             param: None,
             retry_after_s: None,
+            allow: None,
         }
     }
 
@@ -79,6 +82,18 @@ impl ApiError {
             format!("no such {what}: '{shown}'"),
         )
         .with_param("id")
+    }
+
+    /// 405 for a method the path does not serve; `allowed` is what it does (`"GET, POST"`),
+    /// sent as `Allow` too.
+    pub fn method_not_allowed(allowed: &'static str) -> Self {
+        let mut e = ApiError::invalid(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("use {allowed} here"),
+        );
+        e.allow = Some(allowed);
+        e
     }
 
     pub fn unauthorized(code: &'static str, message: impl Into<String>) -> Self {
@@ -145,6 +160,11 @@ impl ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, seconds.into());
+        }
+        if let Some(allow) = self.allow {
+            response
+                .headers_mut()
+                .insert(header::ALLOW, header::HeaderValue::from_static(allow));
         }
         response
     }

@@ -141,10 +141,20 @@ impl Fields {
         }
     }
 
+    /// A whole non-negative number. `12.0` is one too (JSON Schema's `integer`, which
+    /// docs/openapi.json promises), up to 2^53 where floats stop being exact.
     pub fn unsigned(&mut self, name: &str) -> Result<Option<u64>, ApiError> {
+        const EXACT_MAX: f64 = 9_007_199_254_740_992.0;
+        let whole = |n: &serde_json::Number| {
+            n.as_u64().or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && (0.0..=EXACT_MAX).contains(f))
+                    .map(|f| f as u64)
+            })
+        };
         match self.take(name) {
             None => Ok(None),
-            Some(Value::Number(n)) if n.as_u64().is_some() => Ok(n.as_u64()),
+            Some(Value::Number(n)) if whole(&n).is_some() => Ok(whole(&n)),
             Some(other) => Err(self.wrong_type(name, "a whole non-negative number", &other)),
         }
     }

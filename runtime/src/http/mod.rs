@@ -17,3 +17,4 @@ pub mod auth;
 pub mod body;
 pub mod error;
 pub mod fields;
+pub mod rate_limit;

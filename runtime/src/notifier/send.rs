@@ -4,6 +4,10 @@
 //! followed (a 3xx is a failure, as with Stripe). What is kept of the attempt never holds the
 //! secret, the signature or the event body: the status, the latency, a short error, and at
 //! most [`ATTEMPT_RESPONSE_BYTES_MAX`] bytes of the answer.
+//!
+//! `https://` endpoints are called over TLS with their certificate verified (the Mozilla roots
+//! plus `tls.extra_ca_path`, `kassa_channels::adapter::tls`); an endpoint whose certificate
+//! does not verify fails the attempt like a connect error. `http://` endpoints stay plain.
 
 use std::time::{Duration, Instant};
 
@@ -13,6 +17,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use kassa_channels::adapter::tls;
 use kassa_channels::secret::Secret;
 use kassa_client::webhook::{EVENT_ID_HEADER, SIGNATURE_HEADER, webhook_signature};
 use kassa_store::{ATTEMPT_RESPONSE_BYTES_MAX, EventRecord};
@@ -23,9 +28,8 @@ const POOL_IDLE_TIMEOUT_MS: u64 = 30_000;
 /// The longest error text kept with an attempt.
 const ERROR_CHARS_MAX: usize = 300;
 
-/// The shared client every attempt goes through (plain HTTP; TLS endpoints are refused with a
-/// clear error until the workspace carries a TLS stack).
-pub type WebhookClient = Client<HttpConnector, Full<Bytes>>;
+/// The shared client every attempt goes through: `https://` (verified) and `http://`.
+pub type WebhookClient = Client<tls::HttpsConnector, Full<Bytes>>;
 
 pub fn client(endpoint_inflight_max: usize) -> WebhookClient {
     let mut connector = HttpConnector::new();
@@ -34,7 +38,7 @@ pub fn client(endpoint_inflight_max: usize) -> WebhookClient {
         .pool_idle_timeout(Duration::from_millis(POOL_IDLE_TIMEOUT_MS))
         .pool_timer(TokioTimer::new())
         .pool_max_idle_per_host(endpoint_inflight_max)
-        .build(connector)
+        .build(tls::https_or_http(connector))
 }
 
 /// What one attempt did.
@@ -76,8 +80,8 @@ pub async fn post(
         Ok(uri) => uri,
         Err(_) => return Sent::failed(started, "the endpoint is not a valid URL"),
     };
-    if uri.scheme_str() != Some("http") {
-        return Sent::failed(started, "only http:// endpoints are supported");
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Sent::failed(started, "only http:// and https:// endpoints are supported");
     }
     let signature = webhook_signature(secret.expose(), now_s, event.body.as_bytes());
     let request = Request::post(uri)

@@ -17,7 +17,7 @@ use kassa_actors::payment_order::{
 use kassa_actors::views::payment_json;
 use kassa_channels::card::CardData;
 use kassa_channels::error::{CardDataError, ChannelError};
-use kassa_store::ListQuery;
+use kassa_store::{ListQuery, MethodRecord};
 
 use crate::app::App;
 use crate::crypto::{derived_id, random_id};
@@ -34,11 +34,34 @@ pub const BANK_ACCOUNT_CHARS_MIN: usize = 8;
 pub const HOLDER_NAME_CHARS_MAX: usize = 140;
 pub const WALLET_ID_CHARS_MAX: usize = 64;
 
-struct CreateRequest {
-    new: NewPayment,
-    instrument: Instrument,
-    is_async: bool,
-    wait_ms: u64,
+/// A `POST /v1/payments` body, parsed and checked: what the route hands to the order.
+pub struct CreateRequest {
+    pub new: NewPayment,
+    pub instrument: Instrument,
+    pub is_async: bool,
+    pub wait_ms: u64,
+}
+
+/// What checking a create body needs from the node: the method's terms, the clock and the
+/// bound on `wait_ms`. `App` in service; a fixed stand-in lets `fuzz/` run the same parser.
+pub trait CreateContext {
+    fn terms(&self, method: &str, currency: &str) -> Option<MethodRecord>;
+    fn now_ms(&self) -> i64;
+    fn wait_ms(&self, asked: Option<u64>) -> Result<u64, ApiError>;
+}
+
+impl CreateContext for App {
+    fn terms(&self, method: &str, currency: &str) -> Option<MethodRecord> {
+        self.methods.terms(method, currency)
+    }
+
+    fn now_ms(&self) -> i64 {
+        App::now_ms(self)
+    }
+
+    fn wait_ms(&self, asked: Option<u64>) -> Result<u64, ApiError> {
+        App::wait_ms(self, asked)
+    }
 }
 
 /// The payer's details a method needs, parsed and checked.
@@ -96,9 +119,11 @@ fn card_error(e: CardDataError) -> ApiError {
     }
 }
 
-fn parse_create(
-    app: &App,
-    merchant: &Merchant,
+/// Parses and checks a `POST /v1/payments` body for `merchant_id`: every 400/422 a create can
+/// answer before any order exists, except the wallet's and the channel's (which need I/O).
+pub fn parse_create_payment(
+    app: &impl CreateContext,
+    merchant_id: &str,
     body: &[u8],
     key: Option<&str>,
 ) -> Result<CreateRequest, ApiError> {
@@ -129,16 +154,13 @@ fn parse_create(
     let amount = Money::parse_positive(&amount, currency)?;
     let method_name = method.as_deref().unwrap_or("card");
     let shown: String = method_name.chars().take(32).collect();
-    let terms = app
-        .methods
-        .terms(method_name, currency.code())
-        .ok_or_else(|| {
-            ApiError::unprocessable(
-                "method_unsupported",
-                format!("method '{shown}' is not available for {currency}"),
-            )
-            .with_param("method")
-        })?;
+    let terms = app.terms(method_name, currency.code()).ok_or_else(|| {
+        ApiError::unprocessable(
+            "method_unsupported",
+            format!("method '{shown}' is not available for {currency}"),
+        )
+        .with_param("method")
+    })?;
     let method = Method::parse(method_name).ok_or_else(|| {
         ApiError::unprocessable(
             "method_unsupported",
@@ -230,12 +252,12 @@ fn parse_create(
         },
     };
     let id = match key {
-        Some(key) => derived_id("pay_", &["payment", &merchant.id, key]),
+        Some(key) => derived_id("pay_", &["payment", merchant_id, key]),
         None => random_id("pay_").map_err(|_| ApiError::internal())?,
     };
     let new = NewPayment {
         id,
-        merchant_id: merchant.id.clone(),
+        merchant_id: merchant_id.to_owned(),
         merchant_order_id,
         amount,
         method,
@@ -255,7 +277,7 @@ fn parse_create(
     })
 }
 
-fn card_payer(app: &App, mut card: Fields) -> Result<Payer, ApiError> {
+fn card_payer(app: &impl CreateContext, mut card: Fields) -> Result<Payer, ApiError> {
     let number = card.required_string("number")?;
     let exp_month = card.unsigned("exp_month")?;
     let exp_year = card.unsigned("exp_year")?;
@@ -345,7 +367,7 @@ fn payment_answer(payment: &Payment, done: bool, done_status: StatusCode) -> Ans
 }
 
 pub async fn create(app: &App, merchant: &Merchant, body: &[u8], key: Option<&str>) -> Answer {
-    let request = parse_create(app, merchant, body, key)?;
+    let request = parse_create_payment(app, &merchant.id, body, key)?;
     let method = request.new.method;
     if method == Method::Wallet {
         check_wallet(app, merchant, &request.new).await?;
@@ -545,18 +567,7 @@ pub async fn capture(
     key: Option<&str>,
 ) -> Answer {
     let payment = current(app, merchant, id).await?;
-    let (amount, wait_ms) = match Fields::parse(body, true)? {
-        None => (None, None),
-        Some(mut f) => {
-            let amount = f.amount("amount", false)?;
-            let wait_ms = f.unsigned("wait_ms")?;
-            f.finish()?;
-            (amount, wait_ms)
-        }
-    };
-    let amount = amount
-        .map(|a| Money::parse_positive(&a, payment.currency()))
-        .transpose()?;
+    let (amount, wait_ms) = parse_capture(body, payment.currency())?;
     let wait_ms = app.wait_ms(wait_ms)?;
     let reply = app
         .ask(
@@ -612,8 +623,29 @@ pub async fn confirm(app: &App, merchant: &Merchant, id: &str, body: &[u8]) -> A
     payment_answer(&payment, done, StatusCode::OK)
 }
 
-/// An empty body, or `{"wait_ms": N}`.
-fn optional_wait_ms(body: &[u8]) -> Result<Option<u64>, ApiError> {
+/// A capture body: empty, or an optional partial `amount` (in the payment's `currency`) and
+/// `wait_ms`.
+pub fn parse_capture(
+    body: &[u8],
+    currency: Currency,
+) -> Result<(Option<Money>, Option<u64>), ApiError> {
+    let (amount, wait_ms) = match Fields::parse(body, true)? {
+        None => (None, None),
+        Some(mut f) => {
+            let amount = f.amount("amount", false)?;
+            let wait_ms = f.unsigned("wait_ms")?;
+            f.finish()?;
+            (amount, wait_ms)
+        }
+    };
+    let amount = amount
+        .map(|a| Money::parse_positive(&a, currency))
+        .transpose()?;
+    Ok((amount, wait_ms))
+}
+
+/// An empty body, or `{"wait_ms": N}` (cancel, confirm, complete_revert, reverse).
+pub fn optional_wait_ms(body: &[u8]) -> Result<Option<u64>, ApiError> {
     match Fields::parse(body, true)? {
         None => Ok(None),
         Some(mut f) => {

@@ -1,5 +1,7 @@
 //! `/v1/refunds`: create and retrieve.
 
+use std::collections::BTreeMap;
+
 use http::StatusCode;
 use kassa_actors::money::Money;
 use kassa_actors::payment::{NewRefund, RefundReason, RefundStatus};
@@ -13,7 +15,19 @@ use crate::http::fields::Fields;
 use crate::merchants::Merchant;
 use crate::routes::Answer;
 
-pub async fn create(app: &App, merchant: &Merchant, body: &[u8], key: Option<&str>) -> Answer {
+/// A `POST /v1/refunds` body, parsed and checked. The amount stays text: its currency is
+/// the payment's, known only once the payment is found.
+pub struct RefundRequest {
+    pub payment_id: String,
+    pub amount: Option<String>,
+    pub reason: Option<RefundReason>,
+    pub metadata: BTreeMap<String, String>,
+    pub is_async: bool,
+    pub wait_ms: Option<u64>,
+}
+
+/// Parses a `POST /v1/refunds` body: every 400/422 it can answer before looking anything up.
+pub fn parse_create_refund(body: &[u8]) -> Result<RefundRequest, ApiError> {
     let Some(mut f) = Fields::parse(body, false)? else {
         return Err(ApiError::bad_request(
             "invalid_json",
@@ -40,6 +54,25 @@ pub async fn create(app: &App, merchant: &Merchant, body: &[u8], key: Option<&st
             .with_param("reason"));
         }
     };
+    Ok(RefundRequest {
+        payment_id,
+        amount,
+        reason,
+        metadata,
+        is_async,
+        wait_ms,
+    })
+}
+
+pub async fn create(app: &App, merchant: &Merchant, body: &[u8], key: Option<&str>) -> Answer {
+    let RefundRequest {
+        payment_id,
+        amount,
+        reason,
+        metadata,
+        is_async,
+        wait_ms,
+    } = parse_create_refund(body)?;
     let wait_ms = app.wait_ms(wait_ms)?;
     let missing = || ApiError::not_found("payment", &payment_id).with_param("payment_id");
     if !payment_id.starts_with("pay_") || payment_id.len() > 64 {

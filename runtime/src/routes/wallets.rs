@@ -130,14 +130,35 @@ fn parse_currency(code: &str) -> Result<Currency, ApiError> {
     Currency::from_code(code).map_err(|e| ApiError::from(e).with_param("currency"))
 }
 
-/// `POST /v1/wallets`: a new, empty wallet.
-pub async fn create(app: &App, merchant: &Merchant, body: &[u8], key: Option<&str>) -> Answer {
+/// A `POST /v1/wallets` body, parsed and checked.
+pub struct WalletRequest {
+    pub currency: Currency,
+    pub customer_ref: Option<String>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// Parses a `POST /v1/wallets` body: every 400/422 it can answer.
+pub fn parse_create_wallet(body: &[u8]) -> Result<WalletRequest, ApiError> {
     let mut f = required_body(body)?;
     let currency = f.required_string("currency")?;
     let customer_ref = f.bounded_string("customer_ref", CUSTOMER_REF_CHARS_MAX, false)?;
     let metadata = f.metadata()?;
     f.finish()?;
     let currency = parse_currency(&currency)?;
+    Ok(WalletRequest {
+        currency,
+        customer_ref,
+        metadata,
+    })
+}
+
+/// `POST /v1/wallets`: a new, empty wallet.
+pub async fn create(app: &App, merchant: &Merchant, body: &[u8], key: Option<&str>) -> Answer {
+    let WalletRequest {
+        currency,
+        customer_ref,
+        metadata,
+    } = parse_create_wallet(body)?;
     let id = match key {
         Some(key) => derived_id("wal_", &["wallet", &merchant.id, key]),
         None => random_id("wal_").map_err(|_| ApiError::internal())?,
@@ -221,31 +242,36 @@ fn top_up_minor_max(currency: Currency) -> i64 {
         .unwrap_or(i64::MAX)
 }
 
-async fn move_money(
-    app: &App,
-    merchant: &Merchant,
-    id: &str,
-    body: &[u8],
-    key: Option<&str>,
-    kind: WalletMovementKind,
-) -> Answer {
+/// A top-up or withdrawal body: the `amount` and `currency` as sent (checked against the
+/// wallet by [`check_wallet_move`]).
+pub fn parse_wallet_move(body: &[u8]) -> Result<(String, String), ApiError> {
     let mut f = required_body(body)?;
     let amount = f.amount("amount", true)?.unwrap_or_default();
     let currency = f.required_string("currency")?;
     f.finish()?;
-    let wallet = owned_wallet(app, merchant, id).await?;
-    let currency = parse_currency(&currency)?;
+    Ok((amount, currency))
+}
+
+/// The amount of a move on `wallet`: its currency must be the wallet's, and a top-up is
+/// bounded ([`WALLET_TOP_UP_MAJOR_MAX`]).
+pub fn check_wallet_move(
+    amount: &str,
+    currency: &str,
+    wallet: &WalletRecord,
+    kind: WalletMovementKind,
+) -> Result<Money, ApiError> {
+    let currency = parse_currency(currency)?;
     if currency.code() != wallet.currency {
         return Err(ApiError::unprocessable(
             "currency_mismatch",
             format!(
                 "the wallet holds {}, not {currency}",
-                wallet_currency(&wallet)?
+                wallet_currency(wallet)?
             ),
         )
         .with_param("currency"));
     }
-    let amount = Money::parse_positive(&amount, currency)?;
+    let amount = Money::parse_positive(amount, currency)?;
     let limit_minor = top_up_minor_max(currency);
     if kind == WalletMovementKind::TopUp && amount.minor_units() > limit_minor {
         return Err(ApiError::unprocessable(
@@ -257,6 +283,21 @@ async fn move_money(
         )
         .with_param("amount"));
     }
+    Ok(amount)
+}
+
+async fn move_money(
+    app: &App,
+    merchant: &Merchant,
+    id: &str,
+    body: &[u8],
+    key: Option<&str>,
+    kind: WalletMovementKind,
+) -> Answer {
+    let (amount, currency) = parse_wallet_move(body)?;
+    let wallet = owned_wallet(app, merchant, id).await?;
+    let amount = check_wallet_move(&amount, &currency, &wallet, kind)?;
+    let currency = amount.currency();
     let movement_key = match key {
         // Not tied to the wallet or the kind: the same key on another move is caught as reuse.
         Some(key) => derived_id("wtx_", &["wallet_move", &merchant.id, key]),

@@ -258,7 +258,8 @@ pub(super) async fn get_refund(client: &Client, id: &str) -> StoreResult<Option<
 
 macro_rules! merchant_select {
     () => {
-        "SELECT id, name, secret_sealed, webhook_url, webhook_secret_sealed, created_ms
+        "SELECT id, name, secret_sealed, webhook_url, webhook_secret_sealed, created_ms,
+                previous_secret_sealed, previous_secret_expires_ms
          FROM merchants"
     };
 }
@@ -271,6 +272,8 @@ fn merchant_from_row(row: &Row) -> Result<MerchantRecord, tokio_postgres::Error>
         webhook_url: row.try_get(3)?,
         webhook_secret_sealed: row.try_get(4)?,
         created_ms: row.try_get(5)?,
+        previous_secret_sealed: row.try_get(6)?,
+        previous_secret_expires_ms: row.try_get(7)?,
     })
 }
 

@@ -13,7 +13,8 @@
 //! transactional).
 //!
 //! The migrations describe the same schema as SQLite's version 5 (`sqlite/schema.rs`), in one
-//! step (then version 6 adds cluster leases), with PostgreSQL's types: `BIGINT` for SQLite's `INTEGER` (milliseconds, minor units,
+//! step (then version 6 adds cluster leases, and version 7 — like SQLite's 7 — merchants'
+//! previous secrets), with PostgreSQL's types: `BIGINT` for SQLite's `INTEGER` (milliseconds, minor units,
 //! seqs), `BOOLEAN` for its 0/1 flags, `BYTEA` for `BLOB`. Every text column compares
 //! bytewise (`COLLATE "C"`), like SQLite's default `BINARY` collation, so the newest-first
 //! lists break `created_ms` ties by id in the same order on both backends.
@@ -26,8 +27,9 @@ use super::{PostgresConfig, backend};
 use crate::{StoreError, StoreResult};
 
 /// The schema version this code writes and reads: SQLite's version 5, plus version 6
-/// (cluster leases, which an embedded store serving one node does not need).
-pub(super) const SCHEMA_VERSION: i64 = 6;
+/// (cluster leases, which an embedded store serving one node does not need; SQLite's 6 is
+/// empty) and version 7 (secret rotation, the same as SQLite's 7).
+pub(super) const SCHEMA_VERSION: i64 = 7;
 
 /// The table of applied migrations.
 const VERSION_TABLE: &str = "
@@ -186,10 +188,19 @@ CREATE TABLE leases (
 );
 "#;
 
+/// Version 6 → 7: secret rotation (SQLite's version 7). The secret before the last rotation
+/// (sealed like the current one) and when it stops being accepted; both NULL until the first
+/// rotation.
+const MIGRATION_7: &str = r#"
+ALTER TABLE merchants ADD COLUMN previous_secret_sealed BYTEA;
+ALTER TABLE merchants ADD COLUMN previous_secret_expires_ms BIGINT;
+"#;
+
 /// Migrations in order: `(version, sql)`, each moving the schema from the previous entry's
 /// version (0 for the first) to `version`. PostgreSQL starts at SQLite's version 5; version 6
-/// is PostgreSQL's own (leases). The next change to both backends' schema is version 7.
-const MIGRATIONS: [(i64, &str); 2] = [(5, MIGRATION_5), (6, MIGRATION_6)];
+/// is PostgreSQL's own (leases); from version 7 on both backends number their schema alike.
+/// The next change to both backends' schema is version 8.
+const MIGRATIONS: [(i64, &str); 3] = [(5, MIGRATION_5), (6, MIGRATION_6), (7, MIGRATION_7)];
 
 /// Takes `name` for `holder` when it is free, expired or already `holder`'s, for `ttl_ms`
 /// from now by the database's clock; answers the fence, or `None` while another holds it.

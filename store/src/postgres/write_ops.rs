@@ -196,8 +196,9 @@ pub(super) async fn put_merchant(client: &Client, merchant: &MerchantRecord) -> 
     let result = execute(
         client,
         "INSERT INTO merchants
-             (id, name, secret_sealed, webhook_url, webhook_secret_sealed, created_ms)
-         VALUES ($1, $2, $3, $4, $5, $6)",
+             (id, name, secret_sealed, webhook_url, webhook_secret_sealed, created_ms,
+              previous_secret_sealed, previous_secret_expires_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         &[
             &merchant.id,
             &merchant.name,
@@ -205,6 +206,8 @@ pub(super) async fn put_merchant(client: &Client, merchant: &MerchantRecord) -> 
             &merchant.webhook_url,
             &merchant.webhook_secret_sealed,
             &merchant.created_ms,
+            &merchant.previous_secret_sealed,
+            &merchant.previous_secret_expires_ms,
         ],
     )
     .await;
@@ -219,6 +222,28 @@ pub(super) async fn put_merchant(client: &Client, merchant: &MerchantRecord) -> 
         ))),
         Err(e) => Err(backend(format!("insert merchant {}", merchant.id), e)),
     }
+}
+
+/// The current secret becomes the previous one (until `previous_expires_ms`) and
+/// `secret_sealed` the current one, in one statement (SQL reads the row's old values on the
+/// right-hand side). Answers the rows changed: 0 for an unknown merchant.
+pub(super) async fn rotate_merchant_secret(
+    client: &Client,
+    id: &str,
+    secret_sealed: &[u8],
+    previous_expires_ms: UnixMs,
+) -> StoreResult<u64> {
+    execute(
+        client,
+        "UPDATE merchants
+            SET previous_secret_sealed = secret_sealed,
+                previous_secret_expires_ms = $3,
+                secret_sealed = $2
+          WHERE id = $1",
+        &[&id, &secret_sealed, &previous_expires_ms],
+    )
+    .await
+    .map_err(|e| backend(format!("rotate the secret of merchant {id}"), e))
 }
 
 /// Inserts `record` unless (merchant, key) is taken; returns what is stored afterwards.

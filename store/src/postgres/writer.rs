@@ -106,6 +106,14 @@ impl WriteOps for Client {
     async fn put_merchant(&self, merchant: &MerchantRecord) -> StoreResult<()> {
         write_ops::put_merchant(self, merchant).await
     }
+    async fn rotate_merchant_secret(
+        &self,
+        id: &str,
+        secret_sealed: &[u8],
+        previous_expires_ms: UnixMs,
+    ) -> StoreResult<u64> {
+        write_ops::rotate_merchant_secret(self, id, secret_sealed, previous_expires_ms).await
+    }
     async fn put_method(&self, method: &MethodRecord) -> StoreResult<()> {
         write_ops::put_method(self, method).await
     }

@@ -307,7 +307,8 @@ pub(super) fn get_refund(conn: &Connection, id: &str) -> StoreResult<Option<Refu
 
 macro_rules! merchant_select {
     () => {
-        "SELECT id, name, secret_sealed, webhook_url, webhook_secret_sealed, created_ms
+        "SELECT id, name, secret_sealed, webhook_url, webhook_secret_sealed, created_ms,
+                previous_secret_sealed, previous_secret_expires_ms
          FROM merchants"
     };
 }
@@ -320,6 +321,8 @@ fn merchant_from_row(row: &Row<'_>) -> rusqlite::Result<MerchantRecord> {
         webhook_url: row.get(3)?,
         webhook_secret_sealed: row.get(4)?,
         created_ms: row.get(5)?,
+        previous_secret_sealed: row.get(6)?,
+        previous_secret_expires_ms: row.get(7)?,
     })
 }
 

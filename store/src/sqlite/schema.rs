@@ -13,7 +13,7 @@ use super::backend;
 use crate::{StoreError, StoreResult};
 
 /// The schema version this code writes and reads.
-pub(super) const SCHEMA_VERSION: i64 = 5;
+pub(super) const SCHEMA_VERSION: i64 = 7;
 
 /// Prepared statements kept per connection; the backend uses fewer than this (the outbox's
 /// list queries build their WHERE clause from the filter, a few dozen shapes at most).
@@ -189,13 +189,27 @@ CREATE INDEX deliveries_relay ON deliveries (next_attempt_ms, event_id)
     WHERE status = 'pending' AND handed_off = 0;
 ";
 
+/// Version 5 → 6: nothing. PostgreSQL's version 6 is the cluster's leases, which an embedded
+/// store serving one node does not need; the step keeps both backends' version numbers equal
+/// from here on.
+const MIGRATION_6: &str = "";
+
+/// Version 6 → 7: secret rotation. The secret before the last rotation (sealed like the
+/// current one) and when it stops being accepted; both NULL until the first rotation.
+const MIGRATION_7: &str = "
+ALTER TABLE merchants ADD COLUMN previous_secret_sealed BLOB;
+ALTER TABLE merchants ADD COLUMN previous_secret_expires_ms INTEGER;
+";
+
 /// Migrations in order: `MIGRATIONS[n]` moves the schema from version `n` to `n + 1`.
-const MIGRATIONS: [&str; 5] = [
+const MIGRATIONS: [&str; 7] = [
     MIGRATION_1,
     MIGRATION_2,
     MIGRATION_3,
     MIGRATION_4,
     MIGRATION_5,
+    MIGRATION_6,
+    MIGRATION_7,
 ];
 
 /// Opens the one read-write connection: WAL, `synchronous=FULL`, foreign keys,

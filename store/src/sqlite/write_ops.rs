@@ -154,8 +154,9 @@ pub(super) fn put_merchant(conn: &Connection, merchant: &MerchantRecord) -> Stor
     let result = conn
         .prepare_cached(
             "INSERT INTO merchants
-                 (id, name, secret_sealed, webhook_url, webhook_secret_sealed, created_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                 (id, name, secret_sealed, webhook_url, webhook_secret_sealed, created_ms,
+                  previous_secret_sealed, previous_secret_expires_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )
         .and_then(|mut insert| {
             insert.execute(params![
@@ -165,6 +166,8 @@ pub(super) fn put_merchant(conn: &Connection, merchant: &MerchantRecord) -> Stor
                 merchant.webhook_url,
                 merchant.webhook_secret_sealed,
                 merchant.created_ms,
+                merchant.previous_secret_sealed,
+                merchant.previous_secret_expires_ms,
             ])
         });
     match result {
@@ -177,6 +180,27 @@ pub(super) fn put_merchant(conn: &Connection, merchant: &MerchantRecord) -> Stor
         ),
         Err(e) => Err(backend(format!("insert merchant {}", merchant.id), e)),
     }
+}
+
+/// The current secret becomes the previous one (until `previous_expires_ms`) and
+/// `secret_sealed` the current one, in one statement (SQL reads the row's old values on the
+/// right-hand side). Answers the rows changed: 0 for an unknown merchant.
+pub(super) fn rotate_merchant_secret(
+    conn: &Connection,
+    id: &str,
+    secret_sealed: &[u8],
+    previous_expires_ms: UnixMs,
+) -> StoreResult<u64> {
+    conn.prepare_cached(
+        "UPDATE merchants
+            SET previous_secret_sealed = secret_sealed,
+                previous_secret_expires_ms = ?3,
+                secret_sealed = ?2
+          WHERE id = ?1",
+    )
+    .and_then(|mut update| update.execute(params![id, secret_sealed, previous_expires_ms]))
+    .map(|rows| rows as u64)
+    .map_err(|e| backend(format!("rotate the secret of merchant {id}"), e))
 }
 
 /// Inserts `record` unless (merchant, key) is taken; returns what is stored afterwards.

@@ -101,6 +101,14 @@ impl WriteOps for Connection {
     async fn put_merchant(&self, merchant: &MerchantRecord) -> StoreResult<()> {
         write_ops::put_merchant(self, merchant)
     }
+    async fn rotate_merchant_secret(
+        &self,
+        id: &str,
+        secret_sealed: &[u8],
+        previous_expires_ms: UnixMs,
+    ) -> StoreResult<u64> {
+        write_ops::rotate_merchant_secret(self, id, secret_sealed, previous_expires_ms)
+    }
     async fn put_method(&self, method: &MethodRecord) -> StoreResult<()> {
         write_ops::put_method(self, method)
     }

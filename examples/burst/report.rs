@@ -20,6 +20,19 @@ pub struct Latency {
     pub mean_us: f64,
 }
 
+impl Latency {
+    fn of(h: &hdrhistogram::Histogram<u64>) -> Latency {
+        Latency {
+            p50_us: h.value_at_quantile(0.50),
+            p90_us: h.value_at_quantile(0.90),
+            p99_us: h.value_at_quantile(0.99),
+            p999_us: h.value_at_quantile(0.999),
+            max_us: h.max(),
+            mean_us: h.mean(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Journal {
     pub commits_per_s: f64,
@@ -51,6 +64,9 @@ pub struct RunReport {
     pub requests: u64,
     pub throughput_per_s: f64,
     pub latency: Latency,
+    /// Of the 2xx answers, and of the 429/503 ones (when any were shed).
+    pub latency_admitted: Latency,
+    pub latency_shed: Option<Latency>,
     pub statuses: BTreeMap<String, u64>,
     pub error_codes: BTreeMap<String, u64>,
     /// 429 and 503 answers (load shedding), and how many carried `Retry-After`.
@@ -105,14 +121,10 @@ impl RunReport {
             duration_s: seconds,
             requests: stats.answers() + stats.failures(),
             throughput_per_s: stats.answers() as f64 / seconds,
-            latency: Latency {
-                p50_us: h.value_at_quantile(0.50),
-                p90_us: h.value_at_quantile(0.90),
-                p99_us: h.value_at_quantile(0.99),
-                p999_us: h.value_at_quantile(0.999),
-                max_us: h.max(),
-                mean_us: h.mean(),
-            },
+            latency: Latency::of(h),
+            latency_admitted: Latency::of(&stats.admitted_latency_us),
+            latency_shed: (!stats.shed_latency_us.is_empty())
+                .then(|| Latency::of(&stats.shed_latency_us)),
             statuses: stats
                 .statuses
                 .iter()
@@ -162,6 +174,13 @@ impl RunReport {
             "  latency      p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  mean {:.0} (µs)",
             l.p50_us, l.p90_us, l.p99_us, l.p999_us, l.max_us, l.mean_us
         );
+        if let Some(shed) = &self.latency_shed {
+            let a = &self.latency_admitted;
+            println!(
+                "    admitted   p50 {}  p99 {}  max {} (µs); shed p50 {}  p99 {}  max {} (µs)",
+                a.p50_us, a.p99_us, a.max_us, shed.p50_us, shed.p99_us, shed.max_us
+            );
+        }
         let statuses: Vec<String> = self
             .statuses
             .iter()

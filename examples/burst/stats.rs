@@ -54,6 +54,10 @@ impl Live {
 #[derive(Debug, Clone)]
 pub struct Stats {
     pub latency_us: Histogram<u64>,
+    /// 2xx answers only: what load shedding must keep fast for the requests it admits.
+    pub admitted_latency_us: Histogram<u64>,
+    /// 429 and 503 answers only: how fast a refusal comes.
+    pub shed_latency_us: Histogram<u64>,
     pub statuses: BTreeMap<u16, u64>,
     /// `error.code` of non-2xx answers (`unparsable` when the body had none).
     pub error_codes: BTreeMap<String, u64>,
@@ -74,6 +78,8 @@ impl Default for Stats {
     fn default() -> Self {
         Stats {
             latency_us: new_histogram(),
+            admitted_latency_us: new_histogram(),
+            shed_latency_us: new_histogram(),
             statuses: BTreeMap::new(),
             error_codes: BTreeMap::new(),
             retry_after: 0,
@@ -99,6 +105,12 @@ impl Stats {
 
     pub fn answer(&mut self, status: u16, retry_after: bool, latency_us: u64) {
         self.latency_us.saturating_record(latency_us.max(1));
+        if (200..300).contains(&status) {
+            self.admitted_latency_us
+                .saturating_record(latency_us.max(1));
+        } else if status == 429 || status == 503 {
+            self.shed_latency_us.saturating_record(latency_us.max(1));
+        }
         *self.statuses.entry(status).or_default() += 1;
         if retry_after {
             self.retry_after += 1;
@@ -134,6 +146,8 @@ impl Stats {
     pub fn merge(&mut self, other: &Stats) {
         // Same bounds on both sides: adding cannot fail.
         let _ = self.latency_us.add(&other.latency_us);
+        let _ = self.admitted_latency_us.add(&other.admitted_latency_us);
+        let _ = self.shed_latency_us.add(&other.shed_latency_us);
         for (status, count) in &other.statuses {
             *self.statuses.entry(*status).or_default() += count;
         }

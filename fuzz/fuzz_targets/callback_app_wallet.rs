@@ -66,16 +66,36 @@ fn decode_signed(body: &[u8]) -> Result<kassa_channels::AsyncPayment, InboundErr
         assert!(payment.amount_minor > 0);
         assert!((0..=payment.amount_minor).contains(&payment.refunded_minor));
     }
-    let refused = |result: Result<_, InboundError>| {
-        matches!(result, Err(InboundError::Signature(_)))
-    };
-    assert!(refused(decode("app_wallet", b"other", &headers, PATH, body, NOW_S)));
-    assert!(refused(decode("app_wallet", SECRET, &headers, PATH, body, NOW_S + 301)));
+    let refused =
+        |result: Result<_, InboundError>| matches!(result, Err(InboundError::Signature(_)));
+    assert!(refused(decode(
+        "app_wallet",
+        b"other",
+        &headers,
+        PATH,
+        body,
+        NOW_S
+    )));
+    assert!(refused(decode(
+        "app_wallet",
+        SECRET,
+        &headers,
+        PATH,
+        body,
+        NOW_S + 301
+    )));
     if let Some(&pick) = body.first() {
         let mut tampered = body.to_vec();
         let at = usize::from(pick).wrapping_mul(17) % tampered.len();
         tampered[at] ^= 0x04;
-        assert!(refused(decode("app_wallet", SECRET, &headers, PATH, &tampered, NOW_S)));
+        assert!(refused(decode(
+            "app_wallet",
+            SECRET,
+            &headers,
+            PATH,
+            &tampered,
+            NOW_S
+        )));
     }
     result
 }

@@ -57,7 +57,10 @@ fuzz_target!(|data: &[u8]| {
             let json: serde_json::Value = serde_json::from_str(&text).expect("accepted is JSON");
             let event_type = json["event_type"].as_str().unwrap_or_default();
             assert!(BANK_EVENT_TYPES.contains(&event_type));
-            assert_eq!(json["transfer"]["end_to_end_id"], payment.idempotency_key.as_str());
+            assert_eq!(
+                json["transfer"]["end_to_end_id"],
+                payment.idempotency_key.as_str()
+            );
             assert!(payment.amount_minor > 0);
             assert!((0..=payment.amount_minor).contains(&payment.refunded_minor));
             if let AsyncStatus::Failed { code, .. } = &payment.status {
@@ -67,13 +70,41 @@ fuzz_target!(|data: &[u8]| {
     }
     let refused =
         |result: Result<_, InboundError>| matches!(result, Err(InboundError::Signature(_)));
-    assert!(refused(decode("bank_transfer", b"other", &headers, PATH, body, NOW_S)));
-    assert!(refused(decode("bank_transfer", SECRET, &headers, PATH, body, NOW_S + 301)));
-    assert!(refused(decode("bank_transfer", SECRET, &headers, "/callbacks/bank", body, NOW_S)));
+    assert!(refused(decode(
+        "bank_transfer",
+        b"other",
+        &headers,
+        PATH,
+        body,
+        NOW_S
+    )));
+    assert!(refused(decode(
+        "bank_transfer",
+        SECRET,
+        &headers,
+        PATH,
+        body,
+        NOW_S + 301
+    )));
+    assert!(refused(decode(
+        "bank_transfer",
+        SECRET,
+        &headers,
+        "/callbacks/bank",
+        body,
+        NOW_S
+    )));
     if let Some(&pick) = body.first() {
         let mut tampered = body.to_vec();
         let at = usize::from(pick).wrapping_mul(13) % tampered.len();
         tampered[at] ^= 1 << (pick % 8);
-        assert!(refused(decode("bank_transfer", SECRET, &headers, PATH, &tampered, NOW_S)));
+        assert!(refused(decode(
+            "bank_transfer",
+            SECRET,
+            &headers,
+            PATH,
+            &tampered,
+            NOW_S
+        )));
     }
 });

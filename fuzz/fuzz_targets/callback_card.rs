@@ -42,20 +42,50 @@ fuzz_target!(|data: &[u8]| {
             let text = String::from_utf8_lossy(body);
             let json: serde_json::Value = serde_json::from_str(&text).expect("accepted is JSON");
             assert_eq!(json["type"], "charge.updated");
-            assert_eq!(json["charge"]["idempotency_key"], report.idempotency_key.as_str());
+            assert_eq!(
+                json["charge"]["idempotency_key"],
+                report.idempotency_key.as_str()
+            );
             assert_eq!(json["charge"]["amount_minor"], report.charge.amount_minor);
         }
     }
-    let refused = |result: Result<_, CallbackError>| {
-        matches!(result, Err(CallbackError::Signature(_)))
-    };
-    assert!(refused(decode(BASE_URL, b"other", Some(&good), PATH, body, NOW_S)));
-    assert!(refused(decode(BASE_URL, SECRET, Some(&good), "/callbacks/cart", body, NOW_S)));
-    assert!(refused(decode(BASE_URL, SECRET, Some(&good), PATH, body, NOW_S + 301)));
+    let refused =
+        |result: Result<_, CallbackError>| matches!(result, Err(CallbackError::Signature(_)));
+    assert!(refused(decode(
+        BASE_URL,
+        b"other",
+        Some(&good),
+        PATH,
+        body,
+        NOW_S
+    )));
+    assert!(refused(decode(
+        BASE_URL,
+        SECRET,
+        Some(&good),
+        "/callbacks/cart",
+        body,
+        NOW_S
+    )));
+    assert!(refused(decode(
+        BASE_URL,
+        SECRET,
+        Some(&good),
+        PATH,
+        body,
+        NOW_S + 301
+    )));
     if let Some(&pick) = body.first() {
         let mut tampered = body.to_vec();
         let at = usize::from(pick) % tampered.len();
         tampered[at] ^= 0x20;
-        assert!(refused(decode(BASE_URL, SECRET, Some(&good), PATH, &tampered, NOW_S)));
+        assert!(refused(decode(
+            BASE_URL,
+            SECRET,
+            Some(&good),
+            PATH,
+            &tampered,
+            NOW_S
+        )));
     }
 });

@@ -39,10 +39,20 @@ fuzz_target!(|data: &[u8]| {
     };
     let params = verify_form(&key, signed.as_bytes(), NOW_S)
         .unwrap_or_else(|e| panic!("a form sign_form made does not verify: {e}"));
-    match decode("qr_wallet", SECRET, &headers, PATH, signed.as_bytes(), NOW_S) {
+    match decode(
+        "qr_wallet",
+        SECRET,
+        &headers,
+        PATH,
+        signed.as_bytes(),
+        NOW_S,
+    ) {
         Err(e) => assert!(!e.is_signature(), "a signed form was refused: {e}"),
         Ok(payment) => {
-            assert_eq!(params.get("notify_type").map(String::as_str), Some("trade_status_sync"));
+            assert_eq!(
+                params.get("notify_type").map(String::as_str),
+                Some("trade_status_sync")
+            );
             assert_eq!(Some(&payment.idempotency_key), params.get("out_trade_no"));
             assert!(payment.amount_minor > 0);
             assert!((0..=payment.amount_minor).contains(&payment.refunded_minor));
@@ -52,11 +62,25 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     assert!(matches!(
-        decode("qr_wallet", b"other", &headers, PATH, signed.as_bytes(), NOW_S),
+        decode(
+            "qr_wallet",
+            b"other",
+            &headers,
+            PATH,
+            signed.as_bytes(),
+            NOW_S
+        ),
         Err(InboundError::Signature(SignatureError::Mismatch))
     ));
     assert!(matches!(
-        decode("qr_wallet", SECRET, &headers, PATH, signed.as_bytes(), NOW_S + 301),
+        decode(
+            "qr_wallet",
+            SECRET,
+            &headers,
+            PATH,
+            signed.as_bytes(),
+            NOW_S + 301
+        ),
         Err(InboundError::Signature(SignatureError::Stale))
     ));
     // A flipped byte anywhere: refused, unless the parameters it decodes to are unchanged

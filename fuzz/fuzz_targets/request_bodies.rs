@@ -25,8 +25,8 @@ use kassa_runtime::http::fields::{
     METADATA_KEY_CHARS_MAX, METADATA_KEYS_MAX, METADATA_VALUE_CHARS_MAX,
 };
 use kassa_runtime::routes::payments::{
-    self, CreateContext, DESCRIPTION_CHARS_MAX, HOLDER_NAME_CHARS_MAX,
-    MERCHANT_ORDER_ID_CHARS_MAX, WALLET_ID_CHARS_MAX,
+    self, CreateContext, DESCRIPTION_CHARS_MAX, HOLDER_NAME_CHARS_MAX, MERCHANT_ORDER_ID_CHARS_MAX,
+    WALLET_ID_CHARS_MAX,
 };
 use kassa_runtime::routes::{refunds, wallets};
 use kassa_store::{MethodRecord, WalletMovementKind, WalletRecord};
@@ -138,7 +138,10 @@ fn create_payment(body: &[u8]) {
     }
     // Exactly the payer details the method uses.
     assert_eq!(new.card.is_some(), new.method == Method::Card);
-    assert_eq!(new.bank_account.is_some(), new.method == Method::BankTransfer);
+    assert_eq!(
+        new.bank_account.is_some(),
+        new.method == Method::BankTransfer
+    );
     assert_eq!(new.wallet_id.is_some(), new.method == Method::Wallet);
     if let Some(card) = &new.card {
         // The summary keeps the brand, the BIN and the last four digits: never the PAN.
@@ -146,7 +149,10 @@ fn create_payment(body: &[u8]) {
         assert!(card.last4.bytes().all(|b| b.is_ascii_digit()));
         assert!(card.bin.len() <= 8 && card.bin.bytes().all(|b| b.is_ascii_digit()));
         assert!((1..=12).contains(&card.exp_month));
-        assert!((card.exp_year, card.exp_month) >= (2026, 11), "expired card accepted");
+        assert!(
+            (card.exp_year, card.exp_month) >= (2026, 11),
+            "expired card accepted"
+        );
     }
     if let Some(account) = &new.bank_account {
         assert_eq!(account.last4.len(), 4);

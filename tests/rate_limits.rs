@@ -110,18 +110,7 @@ async fn a_merchant_past_its_limit_gets_429_and_others_are_unaffected() {
             .status,
         200
     );
-    assert_eq!(
-        kassa
-            .metric("kassa_http_rate_limited_total{scope=\"merchant\"}")
-            .await,
-        2
-    );
-    assert_eq!(
-        kassa
-            .metric("kassa_http_rate_limited_total{scope=\"ip\"}")
-            .await,
-        0
-    );
+    assert_refusals(&kassa, 2, 0).await;
 
     admitted_after(retry_after, || list(&busy)).await;
     // Poll until the bucket holds a cell for the payment too (polls spend cells as well).
@@ -263,18 +252,7 @@ async fn an_address_past_its_limit_gets_429_before_anything_is_read_and_others_a
             .status,
         200
     );
-    assert_eq!(
-        kassa
-            .metric("kassa_http_rate_limited_total{scope=\"ip\"}")
-            .await,
-        5
-    );
-    assert_eq!(
-        kassa
-            .metric("kassa_http_rate_limited_total{scope=\"merchant\"}")
-            .await,
-        0
-    );
+    assert_refusals(&kassa, 0, 5).await;
 
     admitted_after(retry_after, || list(&second)).await;
     let payments = poll_until(
@@ -294,4 +272,12 @@ async fn an_address_past_its_limit_gets_429_before_anything_is_read_and_others_a
         json!([]),
         "the refused charge made nothing"
     );
+}
+
+/// `kassa_http_rate_limited_total` by scope is `merchant` and `ip`.
+async fn assert_refusals(kassa: &Kassa, merchant: u64, ip: u64) {
+    for (scope, expected) in [("merchant", merchant), ("ip", ip)] {
+        let series = format!("kassa_http_rate_limited_total{{scope=\"{scope}\"}}");
+        assert_eq!(kassa.metric(&series).await, expected, "{scope}-scope 429s");
+    }
 }

@@ -41,6 +41,8 @@ pub struct App {
     pub idempotency: Idempotency,
     /// The bound on merchant API requests in progress (`http.requests_inflight_max`).
     pub admission: crate::http::admission::Admission,
+    /// The per-IP and per-merchant request limits (`http.*_requests_per_s`).
+    pub front_limits: crate::http::rate_limit::FrontLimits,
     /// Cluster mode's Redis (idempotency locks and cache, shared rate limits); `None` in
     /// embedded mode.
     pub redis: Option<Arc<crate::redis::Redis>>,

@@ -1,6 +1,5 @@
 //! Merchants: creation, secret rotation, and the cache of their (unsealed) secrets used to
-//! verify requests. Also home of the front door's request limits (`http/rate_limit.rs`),
-//! which every merchant request passes on its way to the cache.
+//! verify requests.
 //!
 //! # Caching and rotation
 //!
@@ -13,8 +12,8 @@
 //! it on a node that cached the merchant before the rotation.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use kassa_channels::secret::Secret;
@@ -108,9 +107,6 @@ pub struct Merchants {
     /// Bumped by every rotation on this node: a read of the store that started before a
     /// rotation must not put the secret it read back into the cache.
     rotations: AtomicU64,
-    /// The front door's limits, built from `http.*` on the first merchant request
-    /// (`crate::http::rate_limit::FrontLimits::get`).
-    pub(crate) front_limits: OnceLock<crate::http::rate_limit::FrontLimits>,
 }
 
 fn new_secret() -> Result<String, CryptoError> {
@@ -124,7 +120,6 @@ impl Merchants {
             sealer,
             cache: RwLock::new(HashMap::new()),
             rotations: AtomicU64::new(0),
-            front_limits: OnceLock::new(),
         }
     }
 

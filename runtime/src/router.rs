@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 
 use crate::app::App;
 use crate::http::error::{ApiError, json_response};
-use crate::http::rate_limit::{self, FrontLimits, Scope};
+use crate::http::rate_limit::{self, Scope};
 use crate::http::{Body, PeerAddr, auth, body};
 use crate::idempotency::{Begin, fingerprint};
 use crate::routes::{Answer, events, payments, refunds};
@@ -274,7 +274,7 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Response<Body>,
             .await
         }
         ["v1", rest @ ..] => {
-            let limits = FrontLimits::get(app);
+            let limits = &app.front_limits;
             // Per client address first: nothing of the request is read yet.
             if let Some(PeerAddr(peer)) = parts.extensions.get::<PeerAddr>()
                 && let Err(wait) = limits.check_ip(peer.ip())

@@ -212,6 +212,7 @@ async fn start(settings: Settings, listener: Arc<TcpListener>) -> anyhow::Result
         methods,
         idempotency: Idempotency::new(store.clone(), redis.clone()),
         admission: crate::http::admission::Admission::new(settings.http.requests_inflight_max),
+        front_limits: crate::http::rate_limit::FrontLimits::new(&settings.http),
         redis,
         store,
         directory,

@@ -205,14 +205,6 @@ impl FrontLimits {
         }
     }
 
-    /// The process's limits, built from `http.*` on first use (held by `Merchants`, which
-    /// every merchant request goes through).
-    pub fn get(app: &crate::app::App) -> &FrontLimits {
-        app.merchants
-            .front_limits
-            .get_or_init(|| FrontLimits::new(&app.settings.http))
-    }
-
     /// The per-IP limit, before anything of the request is read.
     pub fn check_ip(&self, addr: IpAddr) -> Result<(), Duration> {
         match &self.ip {
